@@ -1,0 +1,131 @@
+"""One typed configuration, loaded from ``params.yaml``.
+
+Each stage reads only its own section, so DVC's dotted ``params`` in ``dvc.yaml`` re-run exactly the
+stages whose settings changed. Unknown keys are rejected: a typo in ``params.yaml`` must not silently
+fall back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SampleParams(_Section):
+    out_dir: Path = Path("data/sample_corpus")
+    speakers: list[int] = [1001, 1002, 1003]
+    emotions: list[str] = ["ANG", "HAP", "NEU", "SAD"]
+    seed: int = 0
+
+
+CorpusFormat = Literal["cremad", "ravdess", "enterface", "mead", "emodb", "csv"]
+
+
+class IngestParams(_Section):
+    corpus_dir: Path = Path("data/sample_corpus")
+    format: CorpusFormat = "cremad"
+    manifest: Path = Path("data/manifest.parquet")
+
+
+class AudioParams(_Section):
+    sample_rate: Literal[8000, 16000, 32000, 48000] = 16000  # rates webrtcvad accepts
+    pre_emphasis: float = Field(0.97, ge=0.0, le=1.0)
+
+
+class VadParams(_Section):
+    frame_ms: Literal[10, 20, 30] = 30
+    aggressiveness: int = Field(2, ge=0, le=3)
+    smoothing_frames: int = Field(5, ge=1)
+
+    @field_validator("smoothing_frames")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("smoothing_frames must be odd (a centred median filter)")
+        return value
+
+
+class SegmentParams(_Section):
+    window_ms: float = Field(25.0, gt=0)
+    hop_ms: float = Field(10.0, gt=0)
+    frames: int = Field(64, ge=1)
+    overlap_frames: int = Field(30, ge=0)
+    min_voiced_share: float = Field(0.5, ge=0.0, le=1.0)
+
+    @property
+    def stride_frames(self) -> int:
+        return self.frames - self.overlap_frames
+
+    @property
+    def duration_s(self) -> float:
+        """655 ms for the paper's 25 ms windows, 10 ms shift and 64 frames."""
+        return (self.window_ms + (self.frames - 1) * self.hop_ms) / 1000.0
+
+
+class AudioFeatureParams(_Section):
+    n_mels: int = 64
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    log_offset: float = 0.01
+    delta_width: int = Field(2, ge=1)
+    linear_window_ms: float = 40.0
+    linear_hop_ms: float = 10.0
+    linear_n_fft: int = 800
+    linear_bins: int = 200
+
+
+class FaceParams(_Section):
+    frames_per_segment: int = Field(16, ge=1)
+    margin: float = Field(0.3, ge=0.0)
+    crop_size: int = Field(64, ge=8)
+    detect_every: int = Field(5, ge=1)
+    min_face_share: float = Field(0.15, gt=0.0, le=1.0)
+    min_probability: float = Field(0.9, ge=0.0, le=1.0)
+
+
+class FaceFeatureParams(_Section):
+    extractor: Literal["fer2013", "vggface2"] = "fer2013"
+    weights_path: Path | None = None
+    batch_size: int = Field(64, ge=1)
+
+
+class PreprocessParams(_Section):
+    out_dir: Path = Path("data/features")
+    cache_dir: Path = Path("data/cache")
+    workers: int = Field(2, ge=1)
+    task_runner: Literal["thread", "sequential"] = "thread"
+    audio: AudioParams = AudioParams()
+    vad: VadParams = VadParams()
+    segment: SegmentParams = SegmentParams()
+    audio_features: AudioFeatureParams = AudioFeatureParams()
+    faces: FaceParams = FaceParams()
+    face_features: FaceFeatureParams = FaceFeatureParams()
+
+
+class Params(_Section):
+    sample: SampleParams = SampleParams()
+    ingest: IngestParams = IngestParams()
+    preprocess: PreprocessParams = PreprocessParams()
+
+
+class ConfigError(ValueError):
+    """``params.yaml`` is missing, unreadable or holds a wrong setting."""
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; a missing file gives the built-in defaults."""
+    path = Path(path)
+    if not path.exists():
+        return Params()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return Params.model_validate(raw)
+    except (yaml.YAMLError, ValidationError) as err:
+        raise ConfigError(f"{path}: {err}") from err

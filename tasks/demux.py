@@ -1,0 +1,98 @@
+"""Demux with ffmpeg-python: audio to mono PCM at one rate, video frames streamed at the native rate.
+
+Video frames come one at a time through a pipe so a long video never sits whole in memory; a caller
+keeps only the frames it asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from tasks.ffmpeg_bin import ffmpeg_exe
+
+
+class DemuxError(RuntimeError):
+    """ffmpeg could not decode the stream."""
+
+
+def _stderr_tail(stderr: bytes) -> str:
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else "no message"
+
+
+def load_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Decode the first audio stream to mono float32 in [-1, 1] at ``sample_rate`` Hz.
+
+    ffmpeg mixes the channels down (``ac=1``: their mean) and resamples, as the AVEF paper's channel
+    averaging asks.
+    """
+    try:
+        out, _ = (
+            ffmpeg.input(str(path))
+            .output("pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=sample_rate, map="0:a:0")
+            .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+            .run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
+        )
+    except ffmpeg.Error as err:
+        raise DemuxError(f"audio decoding failed: {_stderr_tail(err.stderr)}") from err
+    return np.frombuffer(out, dtype="<i2").astype(np.float32) / 32768.0
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    index: int  # frame number at the video's native rate, from 0
+    t: float  # seconds from the start of the clip
+    rgb: np.ndarray  # H x W x 3 uint8
+
+
+def iter_video_frames(
+    path: Path, fps: float, width: int, height: int, wanted: Iterable[int] | None = None
+) -> Iterator[VideoFrame]:
+    """Yield the video's frames at a constant ``fps`` (the native rate), optionally only ``wanted`` ones.
+
+    Frames are read from ffmpeg's pipe one by one; unwanted frames are read and discarded, so memory
+    stays at one frame whatever the video's length. Decoding stops after the last wanted frame.
+    """
+    wanted_set = None if wanted is None else set(wanted)
+    last_wanted = max(wanted_set) if wanted_set else None
+    if wanted_set is not None and not wanted_set:
+        return
+    frame_bytes = width * height * 3
+    process = (
+        ffmpeg.input(str(path))
+        .filter("fps", fps=fps)
+        .filter("scale", width, height)
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24", map="0:v:0")
+        .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+        .run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
+    )
+    index = 0
+    try:
+        while True:
+            buffer = process.stdout.read(frame_bytes)
+            if len(buffer) < frame_bytes:
+                break
+            if wanted_set is None or index in wanted_set:
+                rgb = np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 3)
+                yield VideoFrame(index=index, t=index / fps, rgb=rgb)
+            if last_wanted is not None and index >= last_wanted:
+                break
+            index += 1
+    finally:
+        process.stdout.close()
+        try:
+            process.kill()
+        except ProcessLookupError:
+            pass
+        stderr = process.stderr.read()
+        process.stderr.close()
+        process.wait()
+    if index == 0 and stderr:
+        raise DemuxError(f"video decoding failed: {_stderr_tail(stderr)}")
+
+
