@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -31,7 +31,9 @@ CorpusFormat = Literal["cremad", "ravdess", "enterface", "mead", "emodb", "csv"]
 class IngestParams(_Section):
     corpus_dir: Path = Path("data/sample_corpus")
     format: CorpusFormat = "cremad"
+    csv: Path | None = None  # --format csv: the path,speaker,label file (default CORPUS_DIR/labels.csv)
     manifest: Path = Path("data/manifest.parquet")
+    workers: int = Field(4, ge=1)  # files probed and hashed at once
 
 
 class AudioParams(_Section):
@@ -59,6 +61,12 @@ class SegmentParams(_Section):
     overlap_frames: int = Field(30, ge=0)
     min_voiced_share: float = Field(0.5, ge=0.0, le=1.0)
 
+    @model_validator(mode="after")
+    def _overlap_below_frames(self) -> SegmentParams:
+        if self.overlap_frames >= self.frames:
+            raise ValueError("overlap_frames must be smaller than frames")
+        return self
+
     @property
     def stride_frames(self) -> int:
         return self.frames - self.overlap_frames
@@ -70,15 +78,15 @@ class SegmentParams(_Section):
 
 
 class AudioFeatureParams(_Section):
-    n_mels: int = 64
-    fmin: float = 0.0
-    fmax: float = 8000.0
-    log_offset: float = 0.01
+    n_mels: int = Field(64, ge=1)
+    fmin: float = Field(0.0, ge=0.0)
+    fmax: float = Field(8000.0, gt=0.0)
+    log_offset: float = Field(0.01, gt=0.0)
     delta_width: int = Field(2, ge=1)
-    linear_window_ms: float = 40.0
-    linear_hop_ms: float = 10.0
-    linear_n_fft: int = 800
-    linear_bins: int = 200
+    linear_window_ms: float = Field(40.0, gt=0.0)
+    linear_hop_ms: float = Field(10.0, gt=0.0)
+    linear_n_fft: int = Field(800, ge=2)
+    linear_bins: int = Field(200, ge=1)
 
 
 class FaceParams(_Section):
