@@ -1,0 +1,145 @@
+"""Versioned Arrow schemas of every Parquet file avemo writes: the contracts downstream code reads.
+
+A schema's version goes up whenever a column is added, removed or changes meaning; readers check it
+(``check_schema``) and refuse files written under another major version. The README's "Outputs"
+section documents every column listed here.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_NAME_KEY = b"avemo.schema"
+SCHEMA_VERSION_KEY = b"avemo.schema_version"
+
+
+class SchemaError(ValueError):
+    """A Parquet file is not the avemo table a reader expected."""
+
+
+def _versioned(name: str, version: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={SCHEMA_NAME_KEY: name.encode(), SCHEMA_VERSION_KEY: version.encode()})
+
+
+MANIFEST = _versioned(
+    "manifest",
+    "1.0",
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),  # relative to the corpus folder
+        pa.field("corpus", pa.string(), nullable=False),
+        pa.field("speaker", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),  # one of avemo.labels.EMOTIONS
+        pa.field("corpus_label", pa.string(), nullable=False),  # the corpus's own label
+        pa.field("sentence", pa.string()),
+        pa.field("intensity", pa.string()),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("duration_s", pa.float64()),
+        pa.field("audio_sample_rate", pa.int32()),
+        pa.field("audio_channels", pa.int32()),
+        pa.field("audio_codec", pa.string()),
+        pa.field("video_fps", pa.float64()),
+        pa.field("video_width", pa.int32()),
+        pa.field("video_height", pa.int32()),
+        pa.field("video_codec", pa.string()),
+        pa.field("probe_error", pa.string()),  # why the file could not be probed, else null
+    ],
+)
+
+
+def check_schema(schema: pa.Schema, expected: pa.Schema, source: str) -> None:
+    """Refuse a file that is not the expected avemo table or was written under another major version."""
+    meta = schema.metadata or {}
+    name = meta.get(SCHEMA_NAME_KEY, b"").decode()
+    version = meta.get(SCHEMA_VERSION_KEY, b"").decode()
+    want_name = expected.metadata[SCHEMA_NAME_KEY].decode()
+    want_version = expected.metadata[SCHEMA_VERSION_KEY].decode()
+    if name != want_name:
+        raise SchemaError(f"{source}: expected an avemo {want_name} table, found {name or 'no avemo schema'}")
+    if version.split(".")[0] != want_version.split(".")[0]:
+        raise SchemaError(
+            f"{source}: {name} schema version {version} cannot be read by this avemo "
+            f"(reads {want_version}); re-run the stage that wrote it"
+        )
+
+
+FAILURES = _versioned(
+    "failures",
+    "1.0",
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("sha256", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),  # probe, demux, vad, segment, faces, face_features
+        pa.field("reason", pa.string(), nullable=False),
+    ],
+)
+
+
+def clips_schema(linear_bins: int) -> pa.Schema:
+    """One row per clip that gave features; the FBP audio stream's spectrogram is per clip."""
+    return _versioned(
+        "clips",
+        "1.0",
+        [
+            pa.field("clip_id", pa.string(), nullable=False),
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("sha256", pa.string(), nullable=False),
+            pa.field("corpus", pa.string(), nullable=False),
+            pa.field("speaker", pa.string(), nullable=False),
+            pa.field("label", pa.string(), nullable=False),
+            pa.field("corpus_label", pa.string(), nullable=False),
+            pa.field("duration_s", pa.float64(), nullable=False),  # of the decoded audio
+            pa.field("voiced_share", pa.float32(), nullable=False),  # VAD frames voiced / all
+            pa.field("n_segments", pa.int32(), nullable=False),  # kept segments
+            pa.field("has_video", pa.bool_(), nullable=False),
+            pa.field("video_fps", pa.float64()),
+            pa.field("n_face_frames", pa.int32(), nullable=False),  # distinct frames in frames.parquet
+            pa.field("n_no_face_frames", pa.int32(), nullable=False),
+            pa.field("n_multiple_face_frames", pa.int32(), nullable=False),
+            pa.field("linear_times", pa.list_(pa.float32()), nullable=False),  # frame centres, s
+            pa.field("linear_spectrogram", pa.list_(pa.list_(pa.float32(), linear_bins)), nullable=False),
+        ],
+    )
+
+
+def segments_schema(n_mels: int, frames: int, faces_per_segment: int) -> pa.Schema:
+    """One row per kept 655 ms segment: the AVEF inputs, with face frames referenced in frames.parquet."""
+    return _versioned(
+        "segments",
+        "1.0",
+        [
+            pa.field("clip_id", pa.string(), nullable=False),
+            pa.field("segment", pa.int32(), nullable=False),  # 0.. among the clip's kept segments
+            pa.field("first_frame", pa.int32(), nullable=False),  # first 10 ms analysis frame
+            pa.field("t_begin", pa.float64(), nullable=False),  # seconds, original clip time
+            pa.field("t_end", pa.float64(), nullable=False),
+            pa.field("voiced_share", pa.float32(), nullable=False),
+            pa.field("log_mel", pa.fixed_shape_tensor(pa.float32(), [n_mels, frames, 3]), nullable=False),
+            pa.field("face_frames", pa.list_(pa.int32(), faces_per_segment)),  # null: audio only
+            pa.field("n_no_face", pa.int32()),  # of the referenced frames
+            pa.field("n_multiple_faces", pa.int32()),
+        ],
+    )
+
+
+def frames_schema(crop_size: int, embedding_dim: int) -> pa.Schema:
+    """One row per distinct video frame any segment references: detection, crop and embedding."""
+    return _versioned(
+        "frames",
+        "1.0",
+        [
+            pa.field("clip_id", pa.string(), nullable=False),
+            pa.field("frame_index", pa.int32(), nullable=False),  # at the video's native rate, from 0
+            pa.field("t", pa.float64(), nullable=False),
+            pa.field("box", pa.list_(pa.float32(), 4)),  # x1, y1, x2, y2 in source pixels; null: no face
+            pa.field("probability", pa.float32()),
+            pa.field("landmarks", pa.list_(pa.float32(), 10)),  # 5 (x, y) points
+            pa.field("detected", pa.bool_(), nullable=False),  # MTCNN ran here (else interpolated)
+            pa.field("no_face", pa.bool_(), nullable=False),  # crop is the whole frame
+            pa.field("multiple_faces", pa.bool_(), nullable=False),
+            pa.field("crop", pa.fixed_shape_tensor(pa.uint8(), [crop_size, crop_size, 3]), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), embedding_dim), nullable=False),
+        ],
+    )
