@@ -22,6 +22,7 @@ class SampleParams(_Section):
     out_dir: Path = Path("data/sample_corpus")
     speakers: list[int] = [1001, 1002, 1003]
     emotions: list[str] = ["ANG", "HAP", "NEU", "SAD"]
+    sentences: list[str] = ["DFA", "IEO"]
     seed: int = 0
 
 
@@ -94,7 +95,7 @@ class FaceParams(_Section):
     margin: float = Field(0.3, ge=0.0)
     crop_size: int = Field(64, ge=8)
     detect_every: int = Field(5, ge=1)
-    min_face_share: float = Field(0.15, gt=0.0, le=1.0)
+    min_face_share: float = Field(0.2, gt=0.0, le=1.0)
     min_probability: float = Field(0.9, ge=0.0, le=1.0)
 
 

@@ -64,10 +64,10 @@ def iter_video_frames(
         return
     frame_bytes = width * height * 3
     process = (
-        ffmpeg.input(str(path))
+        ffmpeg.input(str(path))["v:0"]
         .filter("fps", fps=fps)
         .filter("scale", width, height)
-        .output("pipe:", format="rawvideo", pix_fmt="rgb24", map="0:v:0")
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
         .run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
     )

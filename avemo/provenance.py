@@ -1,0 +1,102 @@
+"""Provenance: what produced an artifact, stored inside it so an auditor needs nothing else.
+
+Every Parquet file avemo writes carries a JSON document under the schema metadata key
+``avemo.provenance``: the avemo version and git commit, the exact parameters of the stage, the versions
+of the tools that shaped the numbers, when and how long the stage ran, and the sha256 of every source.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import importlib.metadata
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import avemo
+
+PROVENANCE_KEY = b"avemo.provenance"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Distributions whose versions change feature values or model results.
+TOOL_DISTRIBUTIONS = (
+    "webrtcvad-wheels",
+    "librosa",
+    "facenet-pytorch",
+    "torch",
+    "torchvision",
+    "pyarrow",
+    "numpy",
+    "scikit-learn",
+    "prefect",
+    "what-the-face-classification",
+)
+
+
+@functools.cache
+def git_commit() -> dict[str, Any]:
+    """The commit of the avemo checkout that runs, and whether its tracked files differ from it."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "avemo", "tasks", "flows", "models")
+    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
+
+
+@functools.cache
+def tool_versions() -> dict[str, str]:
+    from tasks.ffmpeg_bin import ffmpeg_version
+
+    versions = {"ffmpeg": ffmpeg_version()}
+    for dist in TOOL_DISTRIBUTIONS:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+def code_version(*modules: str) -> str:
+    """A digest of the source of the given modules: a cache key that changes when their code does."""
+    digest = hashlib.sha256(avemo.__version__.encode())
+    for module in sorted(modules):
+        path = REPO_ROOT / (module.replace(".", "/") + ".py")
+        digest.update(module.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(stage: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The provenance document of one stage's output."""
+    return {
+        "stage": stage,
+        "avemo_version": avemo.__version__,
+        "git": git_commit(),
+        "params": params,
+        "tools": tool_versions(),
+        "written_at": now_iso(),
+        **extra,
+    }
+
+
+def encode(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True, default=str).encode()
+
+
+def decode(raw: bytes | None) -> dict[str, Any] | None:
+    return None if raw is None else json.loads(raw)
