@@ -8,7 +8,7 @@ fall back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -118,10 +118,56 @@ class PreprocessParams(_Section):
     face_features: FaceFeatureParams = FaceFeatureParams()
 
 
+SYSTEMS: tuple[str, ...] = (
+    "avef", "gfbp", "agfbp", "mfbp", "amfbp", "concat", "decision", "audio", "video",
+    "self_attention", "relation_attention", "transformer_attention",
+)  # fmt: skip
+
+
+class SplitParams(_Section):
+    """Speaker-independent folds (AVEF Sec. 4.2: LOSO for few speakers, LOSGO for many)."""
+
+    scheme: Literal["loso", "losgo", "fixed"] = "loso"
+    k: int = Field(5, ge=2)  # losgo: speaker groups
+    seed: int = 0
+    val_speakers: int = Field(1, ge=0)  # per fold, drawn from its training speakers, for early stopping
+    shares: tuple[float, float, float] = (0.7, 0.15, 0.15)  # fixed: train/validation/test speakers
+
+
+class TrainParams(_Section):
+    features_dir: Path = Path("data/features")
+    out_dir: Path = Path("data/models")  # one folder per system
+    systems: list[str] = list(SYSTEMS)  # what `dvc repro` trains and evaluates
+    task: Literal["emotion", "arousal", "valence"] = "emotion"
+    split: SplitParams = SplitParams()
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    patience: int = Field(10, ge=1)  # early stopping on validation unweighted average recall
+    class_weighting: bool = True
+    seeds: list[int] = [0]  # an ensemble of len(seeds) models per fold, averaged at the posterior level
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    workers: int = Field(1, ge=1)  # (fold, seed) runs trained at once
+    dbn_pretrain_epochs: int = Field(0, ge=0)  # avef: greedy RBM pre-training of the DBN
+    svm_degree: int = Field(3, ge=1)  # avef: the clip-level polynomial SVM
+    svm_C: float = Field(1.0, gt=0)
+    init_from: Path | None = None  # transfer learning: a checkpoint trained on another corpus
+    trainable: list[str] | None = None  # with init_from: parameter-name prefixes re-trained, the rest frozen
+
+
+class EvaluateParams(_Section):
+    out_dir: Path = Path("data/eval")  # one folder per system
+
+
 class Params(_Section):
     sample: SampleParams = SampleParams()
     ingest: IngestParams = IngestParams()
     preprocess: PreprocessParams = PreprocessParams()
+    train: TrainParams = TrainParams()
+    models: dict[str, dict[str, Any]] = {}  # per system: hyper-parameters over the paper defaults
+    evaluate: EvaluateParams = EvaluateParams()
 
 
 class ConfigError(ValueError):

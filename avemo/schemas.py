@@ -143,3 +143,34 @@ def frames_schema(crop_size: int, embedding_dim: int) -> pa.Schema:
             pa.field("embedding", pa.list_(pa.float32(), embedding_dim), nullable=False),
         ],
     )
+
+
+FOLDS = _versioned(
+    "folds",
+    "1.0",
+    [
+        pa.field("fold", pa.string(), nullable=False),
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("speaker", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),  # train, validation or test
+    ],
+)
+
+PREDICTIONS = _versioned(
+    "predictions",
+    "1.0",
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("fold", pa.string(), nullable=False),  # the fold whose test set held the clip
+        pa.field("system", pa.string(), nullable=False),
+        pa.field("true", pa.string(), nullable=False),
+        pa.field("predicted", pa.string(), nullable=False),
+        pa.field("probabilities", pa.list_(pa.float32()), nullable=False),  # in the task's class order
+    ],
+)
+
+SEGMENT_PREDICTIONS = _versioned(
+    "segment_predictions",
+    "1.0",
+    [PREDICTIONS.field(0), pa.field("segment", pa.int32(), nullable=False), *[PREDICTIONS.field(i) for i in range(1, 6)]],
+)

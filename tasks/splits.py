@@ -15,17 +15,10 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
+from avemo.schemas import FOLDS
+
 Scheme = Literal["loso", "losgo", "fixed"]
 ROLES: tuple[str, str, str] = ("train", "validation", "test")
-
-FOLDS_SCHEMA = pa.schema(
-    [
-        pa.field("fold", pa.string(), nullable=False),
-        pa.field("clip_id", pa.string(), nullable=False),
-        pa.field("speaker", pa.string(), nullable=False),
-        pa.field("role", pa.string(), nullable=False),  # one of ROLES
-    ]
-)
 
 
 class SplitError(ValueError):
@@ -230,4 +223,4 @@ def folds_table(folds: Sequence[Fold]) -> pa.Table:
         for clip in fold.clips_by_speaker[speaker]
     ]
     columns = list(zip(*rows)) if rows else [(), (), (), ()]
-    return pa.Table.from_arrays([pa.array(c, pa.string()) for c in columns], schema=FOLDS_SCHEMA)
+    return pa.Table.from_arrays([pa.array(c, pa.string()) for c in columns], schema=FOLDS)
