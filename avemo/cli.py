@@ -148,5 +148,91 @@ def preprocess(
     typer.echo(str(summary))
 
 
+def _system_option(help_text: str):
+    return typer.Option("--system", "-s", help=help_text)
+
+
+@app.command()
+def train(
+    system: Annotated[str, _system_option("The system to train: avef, gfbp, agfbp, mfbp, amfbp, concat, ...")],
+    features: Annotated[Optional[Path], typer.Option("--features", help="The features folder.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for checkpoints (default train.out_dir/SYSTEM).")] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Train a system speaker-independently: one model per fold and seed, checkpoints and the split.
+
+    Examples:
+      avemo train --system gfbp
+      avemo train --system audio --features data/emodb/features --out data/models/emodb-audio
+    """
+    from flows.train import run_train
+    from models.registry import ModalityError, ModelSpecError, get_spec
+
+    params = _params(params_file)
+    p = params.train if features is None else params.train.model_copy(update={"features_dir": features})
+    try:
+        get_spec(system)
+        summaries = run_train(system, p, params.models.get(system, {}), out or p.out_dir / system)
+    except (ModalityError, ModelSpecError) as err:
+        _fail(str(err))
+    for s in summaries:
+        uar = "n/a" if s.best_val_uar is None else f"{s.best_val_uar:.3f}"
+        typer.echo(f"fold {s.fold} seed {s.seed}: best epoch {s.best_epoch}/{s.epochs_run}, val UAR {uar}, {s.seconds:.0f} s")
+
+
+@app.command()
+def evaluate(
+    system: Annotated[str, _system_option("The trained system to evaluate.")],
+    features: Annotated[Optional[Path], typer.Option("--features", help="The features folder.")] = None,
+    models_dir: Annotated[Optional[Path], typer.Option("--models", help="Its checkpoints (default train.out_dir/SYSTEM).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default evaluate.out_dir/SYSTEM).")] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Score a trained system on each fold's test speakers: predictions, metrics.json and plot data.
+
+    Example: avemo evaluate --system gfbp && dvc metrics show
+    """
+    from flows.evaluate import EvaluateInputError, evaluate_flow
+
+    params = _params(params_file)
+    try:
+        metrics = evaluate_flow(
+            system=system,
+            model_dir=models_dir or params.train.out_dir / system,
+            features_dir=features or params.train.features_dir,
+            out_dir=out or params.evaluate.out_dir / system,
+        )
+    except (EvaluateInputError, FileNotFoundError) as err:
+        _fail(str(err))
+    typer.echo(
+        f"{system}: UAR {metrics['uar']:.3f}, accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
+        f"on {metrics['clips']} clips; per fold: "
+        + ", ".join(f"{fold} {uar:.3f}" for fold, uar in metrics["fold_uar"].items())
+    )
+
+
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="predictions.parquet of the baseline system.")],
+    candidate: Annotated[Path, typer.Argument(help="predictions.parquet of the candidate system.")],
+) -> None:
+    """Matched-pairs significance test of two systems on the same clips (am-fbp Table IV/V).
+
+    Example: avemo compare data/eval/gfbp/predictions.parquet data/eval/agfbp/predictions.parquet
+    """
+    import dataclasses
+    import json
+
+    from avemo import schemas
+    from avemo.parquet_io import read_table
+    from tasks.evaluate import compare_systems
+
+    try:
+        result = compare_systems(read_table(baseline, schemas.PREDICTIONS), read_table(candidate, schemas.PREDICTIONS))
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(json.dumps(dataclasses.asdict(result), indent=2))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()

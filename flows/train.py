@@ -1,0 +1,167 @@
+"""The train flow: one system, speaker-independent folds, an ensemble of seeds per fold.
+
+Each (fold, seed) run is a Prefect task; its checkpoint is written as soon as it finishes, so an
+interrupted run keeps what it completed. The split is written to ``folds.parquet`` so an auditor can
+check that no speaker is both trained and tested on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from avemo import schemas
+from avemo.config import TrainParams
+from avemo.parquet_io import read_provenance, write_table
+from avemo.provenance import provenance
+from models.registry import get_spec
+from tasks.datasets import Features, TaskLabels, load_features, task_labels
+from tasks.splits import Fold, folds_table, make_folds
+from tasks.train import EpochRecord, TrainSettings, fit, save_trained
+
+
+def checkpoint_path(out_dir: Path, fold: str, seed: int) -> Path:
+    return out_dir / f"fold-{fold}-seed{seed}.pt"
+
+
+def train_settings(params: TrainParams, seed: int) -> TrainSettings:
+    return TrainSettings(
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        lr=params.lr,
+        weight_decay=params.weight_decay,
+        optimizer=params.optimizer,
+        patience=params.patience,
+        class_weighting=params.class_weighting,
+        seed=seed,
+        device=params.device,
+        dbn_pretrain_epochs=params.dbn_pretrain_epochs,
+        svm_degree=params.svm_degree,
+        svm_C=params.svm_C,
+    )
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    fold: str
+    seed: int
+    best_epoch: int
+    epochs_run: int
+    best_val_uar: float | None
+    seconds: float
+    checkpoint: str
+
+
+def _epoch_logger(system: str, fold: str, seed: int, epochs: int):
+    """One log line every eighth of the epochs (and the last), not one per batch or epoch."""
+    logger = get_run_logger()
+    every = max(1, epochs // 8)
+
+    def log(record: EpochRecord) -> None:
+        if record.epoch % every == 0 or record.epoch == epochs:
+            val = "" if record.val_uar is None else f", val UAR {record.val_uar:.3f}, val loss {record.val_loss:.3f}"
+            logger.info(
+                "%s fold %s seed %d epoch %d/%d: train loss %.3f%s (%.1f s)",
+                system, fold, seed, record.epoch, epochs, record.train_loss, val, record.seconds,
+            )  # fmt: skip
+
+    return log
+
+
+@task(name="fit-fold", cache_policy=NO_CACHE)
+def fit_fold(
+    system: str,
+    features: Features,
+    labels: TaskLabels,
+    fold: Fold,
+    seed: int,
+    params: TrainParams,
+    hyperparameters: dict[str, Any],
+    out_dir: Path,
+    feature_params: dict[str, Any] | None,
+) -> RunSummary:
+    started = time.perf_counter()
+    trained = fit(
+        system,
+        features,
+        labels,
+        labels.labelled(fold.train_clips),
+        labels.labelled(fold.val_clips),
+        train_settings(params, seed),
+        hyperparameters=hyperparameters,
+        init_from=params.init_from,
+        trainable=params.trainable,
+        progress=_epoch_logger(system, fold.name, seed, params.epochs),
+    )
+    trained.extra.update(
+        {
+            "system": system,
+            "fold": fold.name,
+            "test_speakers": list(fold.test_speakers),
+            "feature_params": feature_params,
+        }
+    )
+    path = checkpoint_path(out_dir, fold.name, seed)
+    save_trained(path, trained)
+    best = next((r.val_uar for r in trained.history if r.epoch == trained.best_epoch), None)
+    return RunSummary(
+        fold.name, seed, trained.best_epoch, len(trained.history), best, time.perf_counter() - started, path.name
+    )
+
+
+@flow(name="train")
+def train_flow(system: str, params: TrainParams, hyperparameters: dict[str, Any], out_dir: Path) -> list[RunSummary]:
+    """Train ``system`` on every fold and seed; checkpoints, folds.parquet and train.json go to ``out_dir``."""
+    logger = get_run_logger()
+    spec = get_spec(system)
+    features = load_features(params.features_dir, spec.needs, spec.input_kind)
+    labels = task_labels(features, params.task)
+    clips = labels.labelled(features.clip_ids)
+    speaker_of = dict(zip(features.clip_ids, features.speakers))
+    split = params.split
+    folds = make_folds(
+        [speaker_of[c] for c in clips], clips, split.scheme, k=split.k, seed=split.seed,
+        val_speakers=split.val_speakers, shares=split.shares,
+    )  # fmt: skip
+    feature_prov = read_provenance(Path(params.features_dir) / "clips.parquet") or {}
+    logger.info(
+        "%s: %d clips of %d speakers, classes %s, %d folds x %d seeds (left out: %s)",
+        system, len(clips), len(set(speaker_of[c] for c in clips)), ", ".join(labels.classes), len(folds),
+        len(params.seeds), {**features.dropped, **labels.dropped} or "none",
+    )  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_table(folds_table(folds), out_dir / "folds.parquet", schemas.FOLDS, provenance("train", params.model_dump(mode="json"), system=system))
+    runs = [
+        fit_fold.submit(
+            system, features, labels, fold, seed, params, hyperparameters, out_dir, feature_prov.get("params")
+        )
+        for fold in folds
+        for seed in params.seeds
+    ]
+    summaries = [run.result() for run in runs]
+    document = provenance(
+        "train",
+        params.model_dump(mode="json"),
+        system=system,
+        hyperparameters=hyperparameters,
+        classes=list(labels.classes),
+        left_out=({**features.dropped, **labels.dropped}),
+        features=str(params.features_dir),
+        features_sources=feature_prov.get("sources"),
+        runs=[dataclasses.asdict(s) for s in summaries],
+    )
+    (out_dir / "train.json").write_text(json.dumps(document, indent=2, sort_keys=True, default=str))
+    return summaries
+
+
+def run_train(system: str, params: TrainParams, hyperparameters: dict[str, Any], out_dir: Path) -> list[RunSummary]:
+    configured = train_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=params.workers))
+    return configured(system=system, params=params, hyperparameters=hyperparameters, out_dir=out_dir)
