@@ -7,11 +7,13 @@ order as clips complete, so the output is the same whatever the completion order
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import torch
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -184,7 +186,12 @@ def preprocess_flow(manifest: Path, out_dir: Path, params: PreprocessParams) -> 
 
 
 def run_preprocess(manifest: Path, out_dir: Path, params: PreprocessParams) -> PreprocessSummary:
-    """Run the flow with the task runner ``params`` ask for."""
+    """Run the flow with the task runner ``params`` ask for.
+
+    Clips already run in parallel, so torch gets the cores left per worker: two workers each spawning
+    a thread per core would oversubscribe the CPU and slow MTCNN several times over.
+    """
     workers = 1 if params.task_runner == "sequential" else params.workers
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     configured = preprocess_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
     return configured(manifest=manifest, out_dir=out_dir, params=params)

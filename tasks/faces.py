@@ -1,23 +1,31 @@
 """The speaker's face on the video frames of kept segments: MTCNN boxes, crops, and AVEF's 16 frames.
 
-Speed is what shapes this module: per-frame full-resolution MTCNN costs far more than the whole
-pipeline's budget (50 ms of compute per second of video). Three things make it cheap while the boxes
-stay within IoU 0.9 of per-frame full-resolution MTCNN (benchmarks/face_accuracy.py):
+Speed is what shapes this module: per-frame full-resolution MTCNN costs 60-190 ms a frame on CPU, the
+whole pipeline's budget is 50 ms per second of video. The boxes must still agree with per-frame
+full-resolution default MTCNN at IoU >= 0.9 (benchmarks/face_accuracy.py). Four things do it:
 
-* MTCNN searches faces no smaller than about ``min_face_share`` of the frame's shorter side. A talking
-  head fills much of the frame, and the image pyramid starts at 12 px / smallest face, so its large,
-  costly levels are skipped. The smallest face is snapped down onto the default pyramid (20 px x
-  0.709^-k), so the levels that remain are exactly the default's: the boxes then equal full-resolution
-  default MTCNN's. Downscaling frames before detection was measured and rejected: it moves boxes by
-  IoU 0.05-0.15, more than interpolation does.
-* MTCNN runs on every ``detect_every``-th needed frame and on both ends of every run of consecutive
-  needed frames, a batch of such key frames per call; boxes and landmarks of the frames between are
-  linearly interpolated, never extrapolated.
-* Where two neighbouring key frames disagree (a face in one only, or boxes overlapping less than
-  ``REDETECT_BELOW_IOU``: a cut or a fast head turn), the frames between are detected too, so
-  interpolation never bridges a change it cannot model.
+* MTCNN is a local cascade (PNet proposals -> RNet -> ONet), so a face whose box B a neighbouring
+  frame gave is found again by the SAME cascade run only where it can be: PNet on the default
+  pyramid's levels whose 12 px window spans ``ROI_WINDOW_SIDES`` x B's side (the levels at which
+  full MTCNN's final box arises), on a crop of each level around B grown by ``ROI_MARGIN_SIDES``.
+  The crop's pixels are computed exactly as the whole level's (area resampling, PNet's stride-2 grid
+  kept), so PNet's proposals there are full MTCNN's; NMS, RNet, ONet and their thresholds are
+  facenet-pytorch's own. A searched frame costs ~10-40 ms of CPU instead of 40-200 ms
+  (one torch thread); that is still several times the budget, hence the next point.
+* The search region runs the cascade on every ``detect_every``-th needed frame (key frames) and on
+  both ends of every run of needed frames; frames between are linearly interpolated, never
+  extrapolated. Where two neighbouring key frames disagree (a face in one only, or IoU below
+  ``REDETECT_BELOW_IOU``: a cut or a fast head turn), the frames between are detected too.
+* A full detection (the whole frame, pyramid down from ``min_face_share`` of the shorter side,
+  snapped onto the default pyramid) runs on the first key frame, where the search region finds no
+  face, after a gap in the needed frames, and every ``FULL_DETECT_EVERY_S`` seconds, which catches
+  a new or other face.
+* ``multiple_faces`` is kept honest that way: a frame has it when its own detection found several
+  faces (the search region only sees faces near the speaker), or when the last full detection did:
+  its count holds until the next full detection.
 
-Frames are streamed: only the needed frames since the last resolved key frame are held.
+Frames are streamed: only the needed frames since the last key frame are held. The networks run in
+channels-last memory layout: their max-pooling is several times faster that way on CPU.
 """
 
 from __future__ import annotations
@@ -30,19 +38,30 @@ from typing import Protocol
 import numpy as np
 import torch
 from facenet_pytorch import MTCNN
-from facenet_pytorch.models.utils.detect_face import detect_face
+from facenet_pytorch.models.utils.detect_face import (
+    bbreg,
+    batched_nms_numpy,
+    generateBoundingBox,
+    imresample,
+    pad,
+    rerec,
+)
 from PIL import Image
+from torchvision.ops.boxes import batched_nms
 
 from avemo.config import FaceParams
 from tasks import demux
 from tasks.probe import MediaInfo
 
 REDETECT_BELOW_IOU = 0.9  # key-frame boxes overlapping less than this are not interpolated between
-DETECT_BATCH = 8  # key frames per MTCNN call: amortises per-call overhead, bounds held frames
+ROI_MARGIN_SIDES = 1.0  # the search region: the last box grown by this many box sides on each side
+ROI_WINDOW_SIDES = (0.3, 1.9)  # PNet levels searched: window 12 / scale within these x the box side
+FULL_DETECT_EVERY_S = 2.0  # seconds between full detections, which find new and other faces
+PNET_CELL = 12  # PNet's window, px at its level
 
 
 class FaceError(ValueError):
-    """Face detection was asked something impossible (no video stream, bad segment times)."""
+    """Face detection was asked something impossible (no video stream, bad segment times, mixed frame sizes)."""
 
 
 class Segment(Protocol):
@@ -205,94 +224,335 @@ def pyramid_min_face_size(min_face_share: float, short_side: int, default_size: 
     return default_size / factor**steps
 
 
+def pyramid_scales(min_face_size: float, short_side: int, factor: float = 0.709) -> list[float]:
+    """MTCNN's image pyramid, computed as facenet-pytorch's ``detect_face`` does (same float steps)."""
+    scales: list[float] = []
+    scale, side = 12.0 / min_face_size, short_side * 12.0 / min_face_size
+    while side >= PNET_CELL:
+        scales.append(scale)
+        scale, side = scale * factor, side * factor
+    return scales
+
+
+def roi_scales(face_side: float, short_side: int, default_size: float = 20.0, factor: float = 0.709) -> list[float]:
+    """The default pyramid's levels at which a face ``face_side`` px wide yields full MTCNN's final box.
+
+    A level's PNet window covers 12 / scale frame pixels. Measured on the talking-face and CREMA-D
+    frames, the level whose proposal wins ONet's final NMS has a window of 0.33-1.8 x the box side.
+    """
+    low, high = ROI_WINDOW_SIDES
+    return [s for s in pyramid_scales(default_size, short_side, factor) if low <= PNET_CELL / s / face_side <= high]
+
+
+def search_region(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
+    """Where a face seen at ``box`` in a neighbouring frame can be: the box grown by ``ROI_MARGIN_SIDES``
+    of its longer side on every side, clipped to the frame."""
+    x1, y1, x2, y2 = box[:4]
+    grow = ROI_MARGIN_SIDES * max(x2 - x1, y2 - y1)
+    return max(0.0, x1 - grow), max(0.0, y1 - grow), min(float(width), x2 + grow), min(float(height), y2 + grow)
+
+
+def level_span(size: int, scaled: int, low: float, high: float) -> tuple[int, int]:
+    """Pixels [first, stop) of a pyramid level (``size`` frame px resampled to ``scaled``) covering
+    frame pixels [low, high), such that PNet computes there exactly what it computes on the whole level.
+
+    ``first`` is even, so PNet's stride-2 cells fall where they fall on the whole level; the span is
+    even unless it reaches the level's end, so ceil-mode pooling adds no cell the whole level lacks;
+    it holds at least one 12 px window where the level does.
+    """
+    first = min(max(0, int(low * scaled / size)), max(0, scaled - PNET_CELL)) // 2 * 2
+    stop = min(max(int(np.ceil(high * scaled / size)), first + PNET_CELL), scaled)
+    if stop < scaled and (stop - first) % 2:
+        stop += 1
+    return first, stop
+
+
+def area_bins(size: int, scaled: int, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame pixels [start, end) averaged into each level pixel in [first, stop): torch's "area"
+    resampling (adaptive average pooling) bins, in its integer arithmetic."""
+    level = np.arange(first, stop)
+    return (level * size) // scaled, ((level + 1) * size + scaled - 1) // scaled
+
+
+@dataclass(frozen=True)
+class _LevelCrop:
+    """PNet's input for one search at one pyramid level, and where it lies in PNet's output on the level."""
+
+    search: int
+    scale: float
+    pixels: torch.Tensor  # 3 x rows x cols, normalised as detect_face normalises
+    cell_row: int  # first PNet output cell, counted on the whole level
+    cell_col: int
+
+
+def level_crops(
+    rgb: np.ndarray, scales: Sequence[float], region: Sequence[float] | None
+) -> list[tuple[float, torch.Tensor, int, int]]:
+    """Each level's pixels over ``region`` (x1, y1, x2, y2; None: the whole frame), equal to the same
+    pixels of ``imresample`` of the whole frame, with the level's first PNet cell row and column.
+
+    One integral image over the union of the levels' frame pixels gives every bin sum; far cheaper
+    than resampling whole frames for a small region.
+    """
+    height, width = rgb.shape[:2]
+    x1, y1, x2, y2 = region if region is not None else (0, 0, width, height)
+    levels = []
+    for scale in scales:
+        scaled_h, scaled_w = int(height * scale + 1), int(width * scale + 1)
+        rows, cols = level_span(height, scaled_h, y1, y2), level_span(width, scaled_w, x1, x2)
+        levels.append((scale, rows, cols, area_bins(height, scaled_h, *rows), area_bins(width, scaled_w, *cols)))
+    top, bottom = min(lv[3][0][0] for lv in levels), max(lv[3][1][-1] for lv in levels)
+    left, right = min(lv[4][0][0] for lv in levels), max(lv[4][1][-1] for lv in levels)
+    integral = np.zeros((bottom - top + 1, right - left + 1, 3), dtype=np.int32)
+    np.cumsum(rgb[top:bottom, left:right], axis=0, dtype=np.int32, out=integral[1:, 1:])
+    np.cumsum(integral[1:, 1:], axis=1, out=integral[1:, 1:])
+    crops = []
+    for scale, rows, cols, (row_start, row_end), (col_start, col_end) in levels:
+        rs, re, cs, ce = row_start - top, row_end - top, col_start - left, col_end - left
+        sums = integral[np.ix_(re, ce)] - integral[np.ix_(rs, ce)] - integral[np.ix_(re, cs)] + integral[np.ix_(rs, cs)]
+        mean = sums.astype(np.float32) / (re - rs).astype(np.float32)[:, None, None]
+        mean /= (ce - cs).astype(np.float32)[None, :, None]
+        pixels = torch.from_numpy((mean - 127.5) * 0.0078125).permute(2, 0, 1)
+        crops.append((scale, pixels, rows[0] // 2, cols[0] // 2))
+    return crops
+
+
+def _resampled_boxes(
+    frames: Sequence[np.ndarray], boxes: torch.Tensor, image_inds: torch.Tensor, side: int
+) -> torch.Tensor:
+    """The boxes' frame pixels (clipped as ``pad`` clips them) resampled to side x side, normalised:
+    RNet's and ONet's input as detect_face builds it."""
+    height, width = frames[0].shape[:2]
+    y, ey, x, ex = pad(boxes, width, height)
+    patches = []
+    for k in range(len(y)):
+        patch = np.ascontiguousarray(frames[int(image_inds[k])][y[k] - 1 : ey[k], x[k] - 1 : ex[k]])
+        patches.append(imresample(torch.from_numpy(patch).permute(2, 0, 1)[None].float(), (side, side)))
+    return ((torch.cat(patches) - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+
+
 def _pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes k x 4, probabilities k, landmarks k x 5 x 2
+
+
 class FaceDetector:
-    """One MTCNN (weights shipped in facenet-pytorch, loaded once) keeping every face of a frame."""
+    """One MTCNN (weights shipped in facenet-pytorch, loaded once) keeping every face of a frame.
+
+    Thread-safe: calls share only the networks, which they do not modify.
+    """
 
     def __init__(self, device: torch.device | None = None) -> None:
         self.device = device or _pick_device()
-        self._mtcnn = MTCNN(keep_all=True, device=self.device)
+        self._mtcnn = MTCNN(keep_all=True, device=self.device).to(memory_format=torch.channels_last)
 
-    def _detect_batch(
-        self, frames: list[np.ndarray], min_face_size: float, min_probability: float
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Boxes (k x 4), probabilities (k) and landmarks (k x 5 x 2) above ``min_probability``, per frame.
-
-        Calls MTCNN's ``detect_face`` with this call's smallest face size rather than setting it on
-        the shared MTCNN, so threads sharing one detector cannot race.
+    def _cascade(
+        self, frames: Sequence[np.ndarray], scales: Sequence[Sequence[float]], regions: Sequence[Sequence[float] | None]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """facenet-pytorch's ``detect_face`` on same-size frames, PNet restricted per frame to
+        ``scales`` over ``regions`` (None: the whole frame). Per frame: boxes k x 5 (with probability),
+        landmarks k x 5 x 2. Same thresholds, NMS settings and order of operations as ``detect_face``.
         """
         net = self._mtcnn
+        thresholds = net.thresholds
+        by_shape: dict[tuple, list[_LevelCrop]] = {}
+        for search, (rgb, frame_scales, region) in enumerate(zip(frames, scales, regions)):
+            if frame_scales:
+                for scale, pixels, cell_row, cell_col in level_crops(rgb, frame_scales, region):
+                    by_shape.setdefault((scale, *pixels.shape), []).append(
+                        _LevelCrop(search, scale, pixels, cell_row, cell_col)
+                    )
+        none = [(np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)) for _ in frames]
+        proposals, owners = [], []
         with torch.inference_mode():
-            boxes, points = detect_face(
-                np.stack(frames), min_face_size, net.pnet, net.rnet, net.onet, net.thresholds, net.factor, self.device
+            for crops in by_shape.values():
+                batch = torch.stack([c.pixels for c in crops]).to(self.device, memory_format=torch.channels_last)
+                reg, probs = net.pnet(batch)
+                for k, crop in enumerate(crops):
+                    # placed at its cells on the whole level, so generateBoundingBox maps it to the frame
+                    level_probs = probs.new_zeros((1, crop.cell_row + probs.shape[2], crop.cell_col + probs.shape[3]))
+                    level_reg = reg.new_zeros((1, 4, *level_probs.shape[1:]))
+                    level_probs[0, crop.cell_row :, crop.cell_col :] = probs[k, 1]
+                    level_reg[0, :, crop.cell_row :, crop.cell_col :] = reg[k]
+                    boxes, _ = generateBoundingBox(level_reg, level_probs, crop.scale, thresholds[0])
+                    owner = torch.full((len(boxes),), crop.search, dtype=torch.long, device=boxes.device)
+                    pick = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.5)
+                    proposals.append(boxes[pick])
+                    owners.append(owner[pick])
+            if not proposals or sum(len(p) for p in proposals) == 0:
+                return none
+            boxes, image_inds = torch.cat(proposals), torch.cat(owners)
+            pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+            boxes, image_inds = boxes[pick], image_inds[pick]
+            width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+            boxes = torch.stack(
+                [
+                    boxes[:, 0] + boxes[:, 5] * width,
+                    boxes[:, 1] + boxes[:, 6] * height,
+                    boxes[:, 2] + boxes[:, 7] * width,
+                    boxes[:, 3] + boxes[:, 8] * height,
+                    boxes[:, 4],
+                ],
+                dim=1,
             )
+            boxes = rerec(boxes)
+
+            reg, probs = net.rnet(_resampled_boxes(frames, boxes, image_inds, 24))
+            score = probs[:, 1]
+            passed = score > thresholds[1]
+            boxes = torch.cat((boxes[passed, :4], score[passed, None]), dim=1)
+            image_inds, reg = image_inds[passed], reg[passed]
+            pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+            if len(pick) == 0:
+                return none
+            boxes = rerec(bbreg(boxes[pick], reg[pick]))
+            image_inds = image_inds[pick]
+
+            reg, points, probs = net.onet(_resampled_boxes(frames, boxes, image_inds, 48))
+            score = probs[:, 1]
+            passed = score > thresholds[2]
+            boxes = torch.cat((boxes[passed, :4], score[passed, None]), dim=1)
+            image_inds, reg, points = image_inds[passed], reg[passed], points[passed]
+            box_w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+            box_h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+            points = torch.stack(
+                (box_w * points[:, :5] + boxes[:, :1] - 1, box_h * points[:, 5:] + boxes[:, 1:2] - 1), dim=2
+            )
+            boxes = bbreg(boxes, reg)
+            pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+        boxes, image_inds, points = boxes[pick].cpu().numpy(), image_inds[pick].cpu().numpy(), points[pick].cpu().numpy()
+        return [(boxes[image_inds == n], points[image_inds == n]) for n in range(len(frames))]
+
+    def find_faces(
+        self, frames: Sequence[np.ndarray], min_probability: float, min_face_share: float,
+        near: Sequence[Sequence[float] | None] | None = None,
+    ) -> list[Found]:
+        """Every face of each frame at or above ``min_probability``.
+
+        ``near[i]`` (a box) restricts frame i's search to where that face can be (``search_region``,
+        ``roi_scales``); None, or no ``near``, searches the whole frame for faces of at least
+        ``min_face_share`` of its shorter side.
+        """
+        if not frames:
+            return []
+        height, width = frames[0].shape[:2]
+        if any(rgb.shape[:2] != (height, width) for rgb in frames):
+            raise FaceError("frames searched together must have one size; detect each clip's frames apart")
+        short_side = min(height, width)
+        net = self._mtcnn
+        min_face_size = pyramid_min_face_size(min_face_share, short_side, net.min_face_size, net.factor)
+        whole = pyramid_scales(min_face_size, short_side, net.factor)
+        scales, regions = [], []
+        for box in near or [None] * len(frames):
+            if box is None:
+                scales.append(whole)
+                regions.append(None)
+            else:
+                side = max(box[2] - box[0], box[3] - box[1])
+                scales.append(roi_scales(side, short_side, net.min_face_size, net.factor))
+                regions.append(search_region(box, width, height))
         found = []
-        for frame_boxes, frame_points in zip(boxes, points):
-            frame_boxes = np.asarray(frame_boxes, dtype=np.float64).reshape(-1, 5)
-            keep = frame_boxes[:, 4] >= min_probability
-            found.append((frame_boxes[keep, :4], frame_boxes[keep, 4], np.asarray(frame_points).reshape(-1, 5, 2)[keep]))
+        for boxes, points in self._cascade(frames, scales, regions):
+            keep = boxes[:, 4] >= min_probability
+            found.append((boxes[keep, :4].astype(np.float64), boxes[keep, 4].astype(np.float64), points[keep]))
         return found
 
     def detect(
         self, frames: dict[int, np.ndarray], params: FaceParams, previous_box: Sequence[float] | None = None
     ) -> dict[int, FaceTrack]:
-        """Run MTCNN on each of ``frames`` (same-size RGB uint8, by frame index), in batches, in time
-        order, choosing the speaker by ``choose_speaker`` from ``previous_box`` on."""
-        if not frames:
-            return {}
+        """Full detection on each of ``frames`` (same-size RGB uint8, by frame index) in time order,
+        choosing the speaker by ``choose_speaker`` from ``previous_box`` on.
+
+        The whole frame is searched for faces of at least ``min_face_share``; the speaker's box is then
+        searched again near itself on all the default pyramid's levels there, so it is the box default
+        MTCNN gives (the coarse levels alone move it by up to IoU 0.1) and the one the search near it
+        gives on the next frames.
+        """
         order = sorted(frames)
-        height, width = frames[order[0]].shape[:2]
-        min_face_size = pyramid_min_face_size(
-            params.min_face_share, min(height, width), self._mtcnn.min_face_size, self._mtcnn.factor
-        )
-        tracks: dict[int, FaceTrack] = {}
-        for start in range(0, len(order), DETECT_BATCH):
-            batch = order[start : start + DETECT_BATCH]
-            found = self._detect_batch([frames[i] for i in batch], min_face_size, params.min_probability)
-            for index, (boxes, probs, points) in zip(batch, found):
-                if len(boxes) == 0:
-                    tracks[index] = _no_face(index, width, height, detected=True)
-                    continue
-                chosen = choose_speaker(boxes, probs, previous_box)
-                previous_box = boxes[chosen]
-                tracks[index] = FaceTrack(
-                    frame_index=index,
-                    box=tuple(float(v) for v in boxes[chosen]),
-                    probability=float(probs[chosen]),
-                    landmarks=points[chosen].astype(np.float32),
-                    no_face=False,
-                    multiple_faces=len(boxes) > 1,
-                    detected=True,
-                )
+        found = self.find_faces([frames[i] for i in order], params.min_probability, params.min_face_share)
+        tracks = {}
+        for index, faces in zip(order, found):
+            tracks[index] = _speaker_track(index, faces, previous_box, frames[index].shape, multiple_faces=False)
+            previous_box = None if tracks[index].no_face else tracks[index].box
+        with_face = [i for i in order if not tracks[i].no_face]
+        near = [tracks[i].box for i in with_face]
+        refound = self.find_faces([frames[i] for i in with_face], params.min_probability, params.min_face_share, near)
+        for index, box, faces in zip(with_face, near, refound):
+            if len(faces[0]):
+                several = tracks[index].multiple_faces
+                tracks[index] = _speaker_track(index, faces, box, frames[index].shape, multiple_faces=several)
         return tracks
 
+    def detect_near(
+        self, frames: dict[int, np.ndarray], near_box: Sequence[float], params: FaceParams, multiple_faces: bool = False
+    ) -> dict[int, FaceTrack]:
+        """The face seen at ``near_box`` in a neighbouring frame, searched on each of ``frames`` only
+        where it can be; a no-face track where it is not there (it moved far, or left: the caller then
+        runs a full detection).
 
-def _resolve(
-    held: dict[int, np.ndarray],
-    keys: list[int],
-    key_tracks: dict[int, FaceTrack],
-    detector: FaceDetector,
-    params: FaceParams,
-) -> dict[int, FaceTrack]:
-    """Tracks of the held frames up to the last of ``keys``: interpolated between agreeing key frames,
-    detected where the two neighbouring key frames disagree."""
-    tracks = dict(key_tracks)
-    previous_box = None
-    for before, after in zip(keys, keys[1:]):
-        between = [i for i in held if before < i < after]
-        if not between:
-            continue
-        a, b = tracks[before], tracks[after]
-        agree = not a.no_face and not b.no_face and iou(a.box, b.box) >= REDETECT_BELOW_IOU
-        if agree:
-            tracks.update({i: interpolate_track(a, b, i) for i in between})
-        else:
-            previous_box = None if a.no_face else a.box
-            tracks.update(detector.detect({i: held[i] for i in between}, params, previous_box))
-    return tracks
+        ``multiple_faces``: the last full detection saw several faces, which the search cannot see.
+        """
+        order = sorted(frames)
+        images = [frames[i] for i in order]
+        found = self.find_faces(images, params.min_probability, params.min_face_share, near=[near_box] * len(order))
+        return {
+            index: _speaker_track(index, faces, near_box, image.shape, multiple_faces)
+            for index, image, faces in zip(order, images, found)
+        }
+
+
+def _speaker_track(
+    frame_index: int, faces: Found, previous_box: Sequence[float] | None, shape: tuple[int, ...], multiple_faces: bool
+) -> FaceTrack:
+    """The frame's track: the speaker among ``faces`` (``choose_speaker``), or the no-face track."""
+    boxes, probs, points = faces
+    if len(boxes) == 0:
+        return _no_face(frame_index, shape[1], shape[0], detected=True)
+    chosen = choose_speaker(boxes, probs, previous_box)
+    return FaceTrack(
+        frame_index=frame_index,
+        box=tuple(float(v) for v in boxes[chosen]),
+        probability=float(probs[chosen]),
+        landmarks=points[chosen].astype(np.float32),
+        no_face=False,
+        multiple_faces=multiple_faces or len(boxes) > 1,
+        detected=True,
+    )
+
+
+class _Tracker:
+    """Chooses, for a few frames near each other, between searching near a neighbouring frame's face
+    and a full detection, and remembers whether the last full detection saw several faces."""
+
+    def __init__(self, detector: FaceDetector, params: FaceParams, fps: float) -> None:
+        self.detector, self.params = detector, params
+        self.full_every = max(1, round(FULL_DETECT_EVERY_S * fps))
+        self.last_full: int | None = None
+        self.several_faces = False
+
+    def detect(self, frames: dict[int, np.ndarray], near: FaceTrack | None) -> dict[int, FaceTrack]:
+        order = sorted(frames)
+        if (
+            near is None
+            or near.no_face
+            or self.last_full is None
+            or order[-1] - self.last_full >= self.full_every
+            or max(abs(i - near.frame_index) for i in order) > self.params.detect_every
+        ):
+            return self._full(frames, None if near is None or near.no_face else near.box)
+        tracks = self.detector.detect_near(frames, near.box, self.params, self.several_faces)
+        lost = {i: frames[i] for i, track in tracks.items() if track.no_face}
+        if lost:
+            tracks.update(self._full(lost, near.box))
+        return tracks
+
+    def _full(self, frames: dict[int, np.ndarray], previous_box: Sequence[float] | None) -> dict[int, FaceTrack]:
+        tracks = self.detector.detect(frames, self.params, previous_box)
+        self.last_full = max(tracks)
+        self.several_faces = tracks[self.last_full].multiple_faces
+        return tracks
 
 
 def detect_clip_faces(
@@ -300,7 +560,7 @@ def detect_clip_faces(
 ) -> ClipFaces:
     """Face tracks and crops of every frame the segments need, and each segment's frame indices.
 
-    The video is decoded once, as a stream; full frames are held only between two resolved key frames.
+    The video is decoded once, as a stream; full frames are held only back to the last key frame.
     """
     if not info.has_video or not info.video_fps or not info.duration_s:
         raise FaceError(f"{path.name}: no video stream with a known rate and duration; faces need one")
@@ -310,39 +570,35 @@ def detect_clip_faces(
         segment_frame_indices(s.t_begin, s.t_end, fps, n_frames, params.frames_per_segment) for s in segments
     ]
     needed = sorted({i for frames in segment_frames for i in frames})
-    keys = key_frames(needed, params.detect_every)
-    key_set = set(keys)
-
+    key_set = set(key_frames(needed, params.detect_every))
+    tracker = _Tracker(detector, params, fps)
     tracks: dict[int, FaceTrack] = {}
     crops: dict[int, np.ndarray] = {}
     held: dict[int, np.ndarray] = {}
-    pending_keys: list[int] = []
     last_key: FaceTrack | None = None
 
-    def flush() -> None:
+    def resolve(key: int) -> None:
+        """Detect ``key``, then give the held frames before it their tracks, and crop them all."""
         nonlocal last_key
-        previous_box = None if last_key is None or last_key.no_face else last_key.box
-        key_tracks = detector.detect({i: held[i] for i in pending_keys}, params, previous_box)
-        chain = ([last_key.frame_index] if last_key else []) + pending_keys
-        if last_key is not None:
-            key_tracks[last_key.frame_index] = last_key
-        resolved = _resolve(held, chain, key_tracks, detector, params)
-        for index in [i for i in held if i <= pending_keys[-1]]:
-            tracks[index] = resolved[index]
-            crops[index] = crop_face(held.pop(index), resolved[index].box, params.margin, params.crop_size)
-        last_key = resolved[pending_keys[-1]]
-        pending_keys.clear()
+        track = tracker.detect({key: held[key]}, last_key)[key]
+        between = {i: held[i] for i in held if i != key}
+        if between:
+            before = last_key if last_key is not None and not last_key.no_face else None
+            if before is not None and not track.no_face and iou(before.box, track.box) >= REDETECT_BELOW_IOU:
+                tracks.update({i: interpolate_track(before, track, i) for i in between})
+            else:
+                tracks.update(tracker.detect(between, before or track))
+        tracks[key] = track
+        for index in list(held):
+            crops[index] = crop_face(held.pop(index), tracks[index].box, params.margin, params.crop_size)
+        last_key = track
 
     for frame in demux.iter_video_frames(path, fps, width, height, wanted=needed):
         held[frame.index] = frame.rgb
         if frame.index in key_set:
-            pending_keys.append(frame.index)
-            if len(pending_keys) == DETECT_BATCH:
-                flush()
-    if held and (not pending_keys or max(held) > pending_keys[-1]):
-        pending_keys.append(max(held))  # the stream ended before the last key frame (duration rounding)
-    if pending_keys:
-        flush()
+            resolve(frame.index)
+    if held:
+        resolve(max(held))  # the stream ended before the last key frame (duration rounding)
     if not tracks:
         raise FaceError(f"{path.name}: no video frame could be decoded")
     last_frame = max(tracks)

@@ -37,3 +37,23 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def sample_features(prefect_harness, tmp_path_factory) -> Path:
+    """Features of a small built-in sample corpus (3 speakers x 2 emotions x 2 sentences), made once."""
+    from avemo import schemas
+    from avemo.config import PreprocessParams
+    from avemo.parquet_io import write_table
+    from avemo.provenance import provenance
+    from flows.preprocess import run_preprocess
+    from tasks.ingest import build_manifest, manifest_table
+    from tasks.sample import write_sample_corpus
+
+    root = tmp_path_factory.mktemp("sample_features")
+    write_sample_corpus(root / "corpus", [1001, 1002, 1003], ["ANG", "SAD"], seed=0, sentences=("DFA", "IEO"))
+    rows, _ = build_manifest(root / "corpus", "cremad", workers=2)
+    manifest = root / "manifest.parquet"
+    write_table(manifest_table(rows), manifest, schemas.MANIFEST, provenance("ingest", {}, corpus_dir=str(root / "corpus")))
+    run_preprocess(manifest, root / "features", PreprocessParams(cache_dir=root / "cache"))
+    return root / "features"

@@ -1,4 +1,4 @@
-"""Faces: the AVEF 16-frame rule, box and crop maths, the speaker rule, and MTCNN on real and made frames."""
+"""Faces: the AVEF 16-frame rule, box and crop maths, the speaker rule, the search-region cascade, MTCNN."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from facenet_pytorch import MTCNN
+from facenet_pytorch.models.utils.detect_face import imresample
 from PIL import Image
 from skimage import data as skdata
 
@@ -25,7 +27,12 @@ from tasks.faces import (
     interpolate_track,
     iou,
     key_frames,
+    level_crops,
+    level_span,
     pyramid_min_face_size,
+    pyramid_scales,
+    roi_scales,
+    search_region,
     segment_frame_indices,
 )
 from tasks.ffmpeg_bin import ffmpeg_exe
@@ -42,7 +49,10 @@ class Span:
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the pipeline; tiny convolutions only lose from more threads
+    yield FaceDetector()
+    torch.set_num_threads(threads)
 
 
 def astronaut_face(side: int) -> np.ndarray:
@@ -147,6 +157,38 @@ def test_smallest_face_is_snapped_onto_the_default_pyramid() -> None:
     assert pyramid_min_face_size(0.01, 360) == 20.0
 
 
+def test_pyramid_is_detect_faces_own() -> None:
+    scales = pyramid_scales(20.0, 360)
+    assert scales[0] == pytest.approx(0.6) and scales[1] == pytest.approx(0.6 * 0.709)
+    assert 360 * scales[-1] >= 12 > 360 * scales[-1] * 0.709
+
+
+def test_search_levels_have_windows_near_the_face_side() -> None:
+    windows = [12 / s / 130 for s in roi_scales(130.0, 360)]
+    assert len(windows) == 6 and all(0.3 <= w <= 1.9 for w in windows)  # 0.709 apart: ratio 6.3 spans 6
+
+
+def test_search_region_grows_the_box_by_one_side_and_is_clipped() -> None:
+    assert search_region((100, 50, 200, 130), 480, 360) == (0.0, 0.0, 300.0, 230.0)
+
+
+def test_level_span_starts_on_pnet_grid_and_keeps_whole_windows() -> None:
+    first, stop = level_span(480, 103, 101.0, 290.0)
+    assert first % 2 == 0 and (stop - first) % 2 == 0 and first <= 101 * 103 / 480 and stop >= 290 * 103 / 480
+    assert level_span(480, 20, 400.0, 480.0) == (8, 20)  # a whole 12 px window, ending on the level's end
+
+
+def test_level_crop_equals_that_region_of_the_whole_resampled_level() -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    size = (int(360 * 0.15 + 1), int(480 * 0.15 + 1))
+    whole = imresample(torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), size)
+    whole = (whole[0] - 127.5) * 0.0078125
+    ((_, pixels, cell_row, cell_col),) = level_crops(rgb, [0.15], (101.0, 77.0, 290.0, 250.0))
+    rows, cols = pixels.shape[1:]
+    region = whole[:, 2 * cell_row : 2 * cell_row + rows, 2 * cell_col : 2 * cell_col + cols]
+    torch.testing.assert_close(pixels, region, atol=1e-5, rtol=0)
+
+
 # --- MTCNN on frames ------------------------------------------------------------------------------------
 
 
@@ -191,6 +233,26 @@ def test_face_found_on_every_cremad_clip_as_full_resolution_mtcnn_finds_it(
         assert max(iou(track.box, box) for box in ref_boxes) > 0.99  # same pyramid levels, same box
 
 
+def test_search_near_the_last_box_gives_full_mtcnns_box_on_real_frames(
+    shared_data: Path, detector: FaceDetector
+) -> None:
+    reference = MTCNN(keep_all=True)
+    for path in sorted((shared_data / "cremad" / "VideoFlash").glob("*.flv"))[:3]:
+        info = probe(path)
+        frames = {f.index: f.rgb.copy() for f in iter_video_frames(path, info.video_fps, 480, 360, wanted=[30, 35])}
+        near_box = detector.detect({30: frames[30]}, PARAMS)[30].box
+        track = detector.detect_near({35: frames[35]}, near_box, PARAMS)[35]
+        ref_boxes, _ = reference.detect(frames[35])
+        assert track.detected and not track.no_face
+        assert max(iou(track.box, box) for box in ref_boxes) >= 0.95, path.name
+
+
+def test_search_near_a_box_far_from_the_face_finds_nothing(detector: FaceDetector) -> None:
+    frame = np.full((300, 520, 3), 128, dtype=np.uint8)
+    frame[20:260, 10:250] = astronaut_face(240)
+    assert detector.detect_near({0: frame}, (400, 100, 480, 180), PARAMS)[0].no_face
+
+
 # --- a whole clip: interpolation, re-detection at a cut, 16 frames per segment --------------------------
 
 
@@ -204,12 +266,12 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
 def test_clip_interpolates_a_moving_face_and_redetects_after_a_cut(
     tmp_path: Path, detector: FaceDetector
 ) -> None:
-    face = astronaut_face(150)
+    face = astronaut_face(200)
     frames = []
     for index in range(32):
         canvas = np.full((240, 320, 3), 128, dtype=np.uint8)
-        if index < 24:  # the face slides right 1 px a frame, then the scene cuts to grey
-            canvas[40:190, 20 + index : 170 + index] = face
+        if index < 24:  # the face slides right 1 px every second frame, then the scene cuts to grey
+            canvas[20:220, 20 + index // 2 : 220 + index // 2] = face
         frames.append(canvas)
     path = tmp_path / "moving.avi"
     _write_video(path, frames, fps=25)
@@ -228,3 +290,19 @@ def test_clip_interpolates_a_moving_face_and_redetects_after_a_cut(
         assert iou(track.box, direct[track.frame_index].box) > 0.9
     for index, track in faces.tracks.items():
         assert track.no_face == direct[index].no_face, index  # the cut is found frame-exactly
+
+
+def test_a_face_jumping_far_away_is_refound_by_full_detection(tmp_path: Path, detector: FaceDetector) -> None:
+    face = astronaut_face(160)
+    frames = []
+    for index in range(20):
+        canvas = np.full((240, 480, 3), 128, dtype=np.uint8)
+        left = 10 if index < 3 else 310  # the face jumps across the frame between two key frames
+        canvas[40:200, left : left + 160] = face
+        frames.append(canvas)
+    path = tmp_path / "jump.avi"
+    _write_video(path, frames, fps=25)
+    faces = detect_clip_faces(path, probe(path), [Span(0.0, 0.76)], detector, PARAMS)
+    for index, track in faces.tracks.items():
+        assert not track.no_face, index
+        assert (track.box[0] > 300) == (index >= 3), index
