@@ -95,7 +95,7 @@ def main() -> None:
             print(f"  stage {stage:<14} {seconds:7.2f} s compute  RTF {seconds / base:.4f}")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"\npeak memory: {own:.0f} MB (this process), {children:.0f} MB (largest ffmpeg child)")
+    print(f"\npeak memory: {own:.0f} MB (this process), {children:.0f} MB (largest child: ffmpeg or Prefect's server)")
 
 
 if __name__ == "__main__":
