@@ -23,6 +23,7 @@ from torchvision import transforms
 from what_the_face_classification.model import SimpleConvolutionalNetwork
 
 from avemo.config import FaceFeatureParams
+from avemo.device import resolve_device
 from tasks.probe import sha256_file
 
 FER_INPUT = 48  # FER2013 images are 48 x 48 grayscale
@@ -63,10 +64,6 @@ class FaceEmbedder:
                 batch = self._to_input(crops[start : start + self.batch_size]).to(self.device)
                 rows.append(self._embed(batch).float().cpu().numpy())
         return np.concatenate(rows)
-
-
-def _pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 _FER_TRANSFORM = transforms.Compose(
@@ -155,7 +152,7 @@ def _load_vggface2(weights_path: Path | None, batch_size: int, device: torch.dev
 
 def load_face_embedder(params: FaceFeatureParams, device: torch.device | None = None) -> FaceEmbedder:
     """The configured embedder, on CUDA when available."""
-    device = device or _pick_device()
+    device = device or resolve_device()
     if params.extractor == "fer2013":
         return _load_fer2013(params.batch_size, device)
     return _load_vggface2(params.weights_path, params.batch_size, device)

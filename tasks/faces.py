@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from facenet_pytorch import MTCNN
 from facenet_pytorch.models.utils.detect_face import (
-    bbreg,
     batched_nms_numpy,
+    bbreg,
     generateBoundingBox,
     imresample,
     pad,
@@ -50,6 +50,7 @@ from PIL import Image
 from torchvision.ops.boxes import batched_nms
 
 from avemo.config import FaceParams
+from avemo.device import resolve_device
 from tasks import demux
 from tasks.probe import MediaInfo
 
@@ -331,10 +332,6 @@ def _resampled_boxes(
     return ((torch.cat(patches) - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
 
 
-def _pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes k x 4, probabilities k, landmarks k x 5 x 2
 
 
@@ -345,7 +342,7 @@ class FaceDetector:
     """
 
     def __init__(self, device: torch.device | None = None) -> None:
-        self.device = device or _pick_device()
+        self.device = device or resolve_device()
         self._mtcnn = MTCNN(keep_all=True, device=self.device).to(memory_format=torch.channels_last)
 
     def _cascade(
