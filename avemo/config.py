@@ -93,7 +93,7 @@ class AudioFeatureParams(_Section):
 class FaceParams(_Section):
     frames_per_segment: int = Field(16, ge=1)
     margin: float = Field(0.3, ge=0.0)
-    crop_size: int = Field(64, ge=8)
+    crop_size: int = Field(48, ge=8)
     detect_every: int = Field(5, ge=1)
     min_face_share: float = Field(0.2, gt=0.0, le=1.0)
     min_probability: float = Field(0.9, ge=0.0, le=1.0)

@@ -175,11 +175,11 @@ def test_cache_reruns_only_what_changed(good_clip: Path, tmp_path: Path) -> None
     added = run_preprocess(_ingest(corpus.parent, "cremad", tmp_path), tmp_path / "f3", params)
     assert added.succeeded == 2 and added.cached_stages == 3  # only the new clip computed
 
-    crops = params.model_copy(update={"faces": params.faces.model_copy(update={"crop_size": 48})})
+    crops = params.model_copy(update={"faces": params.faces.model_copy(update={"crop_size": 32})})
     changed = run_preprocess(_ingest(corpus.parent, "cremad", tmp_path), tmp_path / "f4", crops)
     assert changed.cached_stages == 2  # both clips' audio reused; faces and embeddings recomputed
     frames = pq.read_table(tmp_path / "f4" / "frames.parquet")
-    assert frames.schema.field("crop").type.shape == [48, 48, 3]
+    assert frames.schema.field("crop").type.shape == [32, 32, 3]
 
 
 @pytest.mark.slow
