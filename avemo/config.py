@@ -150,7 +150,11 @@ class TrainParams(_Section):
     seeds: list[int] = [0]  # an ensemble of len(seeds) models per fold, averaged at the posterior level
     device: str = "auto"  # auto: CUDA when present, else CPU
     workers: int = Field(1, ge=1)  # (fold, seed) runs trained at once
+    speaker_normalisation: bool = False  # standardise each speaker's features with its own statistics
+    mask_bands: int = Field(0, ge=0)  # SpecAugment-style masking while training: widest band mask
+    mask_frames: int = Field(0, ge=0)  # ... and widest frame mask; 0 = none
     dbn_pretrain_epochs: int = Field(0, ge=0)  # avef: greedy RBM pre-training of the DBN
+    dbn_pretrain_lr: float = Field(0.01, gt=0)
     svm_degree: int = Field(3, ge=1)  # avef: the clip-level polynomial SVM
     svm_C: float = Field(1.0, gt=0)
     init_from: Path | None = None  # transfer learning: a checkpoint trained on another corpus

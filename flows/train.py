@@ -43,7 +43,11 @@ def train_settings(params: TrainParams, seed: int) -> TrainSettings:
         class_weighting=params.class_weighting,
         seed=seed,
         device=params.device,
+        speaker_normalisation=params.speaker_normalisation,
+        mask_bands=params.mask_bands,
+        mask_frames=params.mask_frames,
         dbn_pretrain_epochs=params.dbn_pretrain_epochs,
+        dbn_pretrain_lr=params.dbn_pretrain_lr,
         svm_degree=params.svm_degree,
         svm_C=params.svm_C,
     )
