@@ -280,7 +280,7 @@ def test_clip_interpolates_a_moving_face_and_redetects_after_a_cut(
 
     assert [len(indices) for indices in faces.segment_frames] == [16, 16]
     assert set(faces.tracks) == set(faces.crops) == {i for s in faces.segment_frames for i in s}
-    assert all(crop.shape == (64, 64, 3) for crop in faces.crops.values())
+    assert all(crop.shape == (PARAMS.crop_size, PARAMS.crop_size, 3) for crop in faces.crops.values())
     decoded = {f.index: f.rgb.copy() for f in iter_video_frames(path, 25.0, 320, 240, wanted=faces.tracks)}
     direct = detector.detect(decoded, PARAMS)
     interpolated = [t for t in faces.tracks.values() if not t.detected]
