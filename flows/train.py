@@ -33,24 +33,9 @@ def checkpoint_path(out_dir: Path, fold: str, seed: int) -> Path:
 
 
 def train_settings(params: TrainParams, seed: int) -> TrainSettings:
-    return TrainSettings(
-        epochs=params.epochs,
-        batch_size=params.batch_size,
-        lr=params.lr,
-        weight_decay=params.weight_decay,
-        optimizer=params.optimizer,
-        patience=params.patience,
-        class_weighting=params.class_weighting,
-        seed=seed,
-        device=params.device,
-        speaker_normalisation=params.speaker_normalisation,
-        mask_bands=params.mask_bands,
-        mask_frames=params.mask_frames,
-        dbn_pretrain_epochs=params.dbn_pretrain_epochs,
-        dbn_pretrain_lr=params.dbn_pretrain_lr,
-        svm_degree=params.svm_degree,
-        svm_C=params.svm_C,
-    )
+    """The optimisation settings of one run: the train section's fields TrainSettings has, and the seed."""
+    fields = {f.name for f in dataclasses.fields(TrainSettings)} - {"seed"}
+    return TrainSettings(**params.model_dump(include=fields), seed=seed)
 
 
 @dataclass(frozen=True)
