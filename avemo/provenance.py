@@ -67,8 +67,12 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+@functools.cache
 def code_version(*modules: str) -> str:
-    """A digest of the source of the given modules: a cache key that changes when their code does."""
+    """A digest of the source of the given modules: a cache key that changes when their code does.
+
+    Computed once per process: every clip's cache keys use it, and the source does not change mid-run.
+    """
     digest = hashlib.sha256(avemo.__version__.encode())
     for module in sorted(modules):
         path = REPO_ROOT / (module.replace(".", "/") + ".py")

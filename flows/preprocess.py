@@ -21,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from avemo import schemas
 from avemo.cache import StageCache
 from avemo.config import PreprocessParams
-from avemo.parquet_io import ParquetSink, read_table
+from avemo.parquet_io import ParquetSink, read_provenance, read_table, write_table
 from avemo.preprocess import (
     ClipFeatures,
     ClipSource,
@@ -68,8 +68,6 @@ class PreprocessSummary:
 def read_sources(manifest: Path) -> tuple[list[ClipSource], list[StageFailure], Path]:
     """The clips to process, and the failures already known from probing (kept, never dropped)."""
     table = read_table(manifest, schemas.MANIFEST)
-    from avemo.parquet_io import read_provenance
-
     prov = read_provenance(manifest) or {}
     corpus_dir = Path(prov.get("corpus_dir", manifest.parent))
     sources, failures = [], []
@@ -163,8 +161,6 @@ def preprocess_flow(manifest: Path, out_dir: Path, params: PreprocessParams) -> 
         for sink in sinks.values():
             sink.abort()
         raise
-    from avemo.parquet_io import write_table
-
     write_table(
         _failure_table(failures),
         out_dir / "failures.parquet",
