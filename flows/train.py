@@ -3,12 +3,17 @@
 Each (fold, seed) run is a Prefect task; its checkpoint is written as soon as it finishes, so an
 interrupted run keeps what it completed. The split is written to ``folds.parquet`` so an auditor can
 check that no speaker is both trained and tested on.
+
+Under ``torchrun`` every process trains every run together (``avemo.distributed``), so the runs go one
+after another, in the same order on every process, inside the flow rather than as Prefect tasks. Rank 0
+runs the Prefect flow, logs and writes the files; the other ranks run the same function without Prefect.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +21,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from avemo import schemas
 from avemo.config import TrainParams
+from avemo.distributed import barrier, current_world, process_group
 from avemo.parquet_io import read_provenance, write_table
 from avemo.provenance import provenance
 from models.registry import get_spec
@@ -49,9 +56,20 @@ class RunSummary:
     checkpoint: str
 
 
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger; torchrun's other ranks run without Prefect and log warnings only, since
+    their progress repeats rank 0's."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        quiet = logging.getLogger("avemo.train.other_ranks")
+        quiet.setLevel(logging.WARNING)
+        return quiet
+
+
 def _epoch_logger(system: str, fold: str, seed: int, epochs: int):
     """One log line every eighth of the epochs (and the last), not one per batch or epoch."""
-    logger = get_run_logger()
+    logger = _logger()
     every = max(1, epochs // 8)
 
     def log(record: EpochRecord) -> None:
@@ -96,10 +114,13 @@ def fit_fold(
             "fold": fold.name,
             "test_speakers": list(fold.test_speakers),
             "feature_params": feature_params,
+            "processes": current_world().size,  # > 1: data-parallel under torchrun
         }
     )
     path = checkpoint_path(out_dir, fold.name, seed)
-    save_trained(path, trained)
+    if current_world().is_main:
+        save_trained(path, trained)
+    barrier()  # under torchrun the other ranks wait for the checkpoint
     best = next((r.val_uar for r in trained.history if r.epoch == trained.best_epoch), None)
     return RunSummary(
         fold.name, seed, trained.best_epoch, len(trained.history), best, time.perf_counter() - started, path.name
@@ -109,7 +130,8 @@ def fit_fold(
 @flow(name="train")
 def train_flow(system: str, params: TrainParams, hyperparameters: dict[str, Any], out_dir: Path) -> list[RunSummary]:
     """Train ``system`` on every fold and seed; checkpoints, folds.parquet and train.json go to ``out_dir``."""
-    logger = get_run_logger()
+    logger = _logger()
+    world = current_world()
     spec = get_spec(system)
     features = load_features(params.features_dir, spec.needs, spec.input_kind)
     labels = task_labels(features, params.task)
@@ -129,16 +151,21 @@ def train_flow(system: str, params: TrainParams, hyperparameters: dict[str, Any]
         system, len(clips), len(set(speaker_of[c] for c in clips)), ", ".join(labels.classes), len(folds),
         len(params.seeds), {**features.dropped, **labels.dropped} or "none",
     )  # fmt: skip
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_table(folds_table(folds), out_dir / "folds.parquet", schemas.FOLDS, provenance("train", params.model_dump(mode="json"), system=system))
-    runs = [
-        fit_fold.submit(
-            system, features, labels, fold, seed, params, hyperparameters, out_dir, feature_prov.get("params")
-        )
+    if world.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_table(folds_table(folds), out_dir / "folds.parquet", schemas.FOLDS, provenance("train", params.model_dump(mode="json"), system=system))
+    run_args = [
+        (system, features, labels, fold, seed, params, hyperparameters, out_dir, feature_prov.get("params"))
         for fold in folds
         for seed in params.seeds
     ]
-    summaries = [run.result() for run in runs]
+    if world.size > 1:  # every rank trains each run together: in order, not as concurrent tasks
+        summaries = [fit_fold.fn(*args) for args in run_args]
+    else:
+        runs = [fit_fold.submit(*args) for args in run_args]
+        summaries = [run.result() for run in runs]
+    if not world.is_main:
+        return summaries
     document = provenance(
         "train",
         params.model_dump(mode="json"),
@@ -149,11 +176,16 @@ def train_flow(system: str, params: TrainParams, hyperparameters: dict[str, Any]
         features=str(params.features_dir),
         features_sources=feature_prov.get("sources"),
         runs=[dataclasses.asdict(s) for s in summaries],
+        processes=world.size,
     )
     (out_dir / "train.json").write_text(json.dumps(document, indent=2, sort_keys=True, default=str))
     return summaries
 
 
 def run_train(system: str, params: TrainParams, hyperparameters: dict[str, Any], out_dir: Path) -> list[RunSummary]:
-    configured = train_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=params.workers))
-    return configured(system=system, params=params, hyperparameters=hyperparameters, out_dir=out_dir)
+    """The train flow; under torchrun, in the process group, as a Prefect flow on rank 0 only."""
+    with process_group(params.device) as world:
+        if not world.is_main:
+            return train_flow.fn(system=system, params=params, hyperparameters=hyperparameters, out_dir=out_dir)
+        configured = train_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=params.workers))
+        return configured(system=system, params=params, hyperparameters=hyperparameters, out_dir=out_dir)

@@ -257,11 +257,15 @@ class AVEF(nn.Module):
         self.visual_net = VisualNet(
             config.num_classes, config.width, config.fc_dim, config.dropout, config.frames, config.crop_size
         )
+        # The first RBM has Gaussian visible units of unit variance, so the visible layer is standardised
+        # unit by unit; unstandardised, the joint network sat at the majority class even on 8 samples.
+        self.visible_norm = nn.BatchNorm1d(2 * config.fc_dim, affine=False)
         self.dbn = DBN(2 * config.fc_dim, config.dbn_hidden, config.num_classes)
 
     def visible(self, audio: Tensor, video: Tensor) -> Tensor:
-        """The DBN's visible layer: [fc7 of audio-net ; fc7 of visual-net] (1:1, Sec. 2.2)."""
-        return torch.cat([self.audio_net.fc7_features(audio), self.visual_net.fc7_features(video)], dim=-1)
+        """The DBN's visible layer: [fc7 of audio-net ; fc7 of visual-net] (1:1, Sec. 2.2), standardised."""
+        fc7 = torch.cat([self.audio_net.fc7_features(audio), self.visual_net.fc7_features(video)], dim=-1)
+        return self.visible_norm(fc7)
 
     def forward(self, audio: Tensor, video: Tensor) -> SegmentOutput:
         return self.dbn(self.visible(audio, video))

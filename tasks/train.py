@@ -29,10 +29,20 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 import avemo
 from avemo.device import resolve_device
+from avemo.distributed import (
+    ShardedBatchSampler,
+    World,
+    all_reduce_sum,
+    current_world,
+    data_parallel,
+    from_main,
+    process_device,
+    rank_seed,
+)
 from models.avef import AVEF, ClipSVM, pretrain_dbn
 from models.fbp import AudioEncoder
 from models.registry import build_model, check_modalities, get_spec
@@ -196,32 +206,62 @@ def _validation_scores(predictions: Predictions) -> tuple[float, float, float]:
 def _pretrain_dbn(model: AVEF, loader: DataLoader, settings: TrainSettings, device: torch.device) -> list[float]:
     """The DBN's RBMs on the training segments' visible vectors from the (not yet tuned) CNNs."""
     model.eval()
+    model.visible_norm.train()  # standardise with batch statistics: the running ones are not learnt yet
     with torch.no_grad():
         visible = [model.visible(**batch.inputs(device)) for batch in loader]
     return pretrain_dbn(model.dbn, visible, settings.dbn_pretrain_epochs, settings.dbn_pretrain_lr)
 
 
+def _train_loader(dataset: Dataset, collate: Callable, settings: TrainSettings, world: World) -> DataLoader:
+    """Shuffled batches of ``settings.batch_size`` items, the same on every process (same seed), each
+    process loading its share of each; an empty share (a short last batch) comes out as None."""
+    if settings.batch_size < world.size or len(dataset) < world.size:
+        raise TrainError(
+            f"{world.size} processes need a batch_size and a training set of at least {world.size} items, got "
+            f"batch_size {settings.batch_size} and {len(dataset)} items; raise train.batch_size or use fewer processes"
+        )
+    generator = torch.Generator().manual_seed(settings.seed)
+    # The DataLoader draws from the generator too: one process shuffles exactly as shuffle=True would.
+    batches = ShardedBatchSampler(RandomSampler(dataset, generator=generator), settings.batch_size, world)
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=lambda items: collate(items) if items else None, generator=generator)
+
+
 def _train_epoch(
     model: nn.Module,
     loader: DataLoader,
-    criterion: nn.Module,
+    criterion: nn.CrossEntropyLoss,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     device: torch.device,
+    world: World,
 ) -> float:
-    """One pass over the training data; float16 autocast where the scaler is enabled (CUDA)."""
+    """One pass over the training data; float16 autocast where the scaler is enabled (CUDA).
+
+    Each process holds a share of every batch and DDP averages the processes' gradients. A process's
+    mean loss is therefore scaled by its share of the batch's total class weight, times the number of
+    processes, so that the average is the gradient of the whole batch's weighted mean loss: the update
+    one process makes. With one process the scale is exactly 1.
+    """
     model.train()
-    total, count = 0.0, 0
+    total, previous = 0.0, None
     for batch in loader:
+        if batch is None:  # an empty share: a pass that counts for nothing keeps DDP's all-reduce in step
+            batch, counted = previous, 0.0
+        else:
+            previous, counted = batch, 1.0
+        labels = batch.labels.to(device)
+        weight = criterion.weight[labels].sum() if criterion.weight is not None else torch.tensor(float(len(labels)), device=device)
+        share = torch.stack([weight, torch.tensor(float(len(labels)), device=device)]) * counted
+        batch_weight, batch_size = all_reduce_sum(share.clone()).tolist()
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
-            loss = criterion(model(**batch.inputs(device)).logits.float(), batch.labels.to(device))
+            mean = criterion(model(**batch.inputs(device)).float(), labels)
+        loss = mean * (share[0] * world.size / batch_weight)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        total += loss.item() * len(batch.labels)
-        count += len(batch.labels)
-    return total / count
+        total += loss.item() / world.size * batch_size
+    return all_reduce_sum(torch.tensor(total, dtype=torch.float64, device=device)).item() / len(loader.dataset)
 
 
 def fit(
@@ -248,7 +288,8 @@ def fit(
     if not train_clips:
         raise TrainError("the fold has no training clips")
     hyperparameters = dict(hyperparameters or {})
-    device = resolve_device(settings.device)
+    world = current_world()
+    device = process_device(settings.device)
     torch.manual_seed(settings.seed)
     with _deterministic(device):
         model = build_model(model_name, len(labels.classes), **hyperparameters).to(device)
@@ -261,19 +302,19 @@ def fit(
             standardization = train_stats = val_stats = fit_standardization(features, train_clips)
         min_frames = min_audio_frames(model)
         masking = (
-            Masking(settings.mask_bands, settings.mask_frames, settings.seed)
+            Masking(settings.mask_bands, settings.mask_frames, rank_seed(settings.seed, world.rank))
             if settings.mask_bands or settings.mask_frames
             else None
         )
         train_set = make_dataset(features, labels, train_clips, train_stats, spec.needs, min_frames, masking)
         val_set = make_dataset(features, labels, val_clips, val_stats, spec.needs, min_frames) if val_clips else None
         collate = collate_for(features.kind)
-        loader = DataLoader(
-            train_set, settings.batch_size, shuffle=True, collate_fn=collate,
-            generator=torch.Generator().manual_seed(settings.seed),
-        )  # fmt: skip
+        loader = _train_loader(train_set, collate, settings, world)
         if isinstance(model, AVEF) and settings.dbn_pretrain_epochs:
             _pretrain_dbn(model, DataLoader(train_set, 64, collate_fn=collate), settings, device)
+        if world.rank:  # dropout masks of its own (rank 0 keeps the single-process stream)
+            torch.manual_seed(rank_seed(settings.seed, world.rank))
+        training = data_parallel(model, device)  # logits; rank 0's weights on every process under DDP
         weights = class_weights(train_set.labels, len(labels.classes)) if settings.class_weighting else None
         criterion = nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(device) if weights is not None else None)
         optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], settings)
@@ -283,10 +324,10 @@ def fit(
         best_key, best_state, best_epoch = None, None, settings.epochs
         for epoch in range(1, settings.epochs + 1):
             started = time.perf_counter()
-            train_loss = _train_epoch(model, loader, criterion, optimizer, scaler, device)
+            train_loss = _train_epoch(training, loader, criterion, optimizer, scaler, device, world)
             scores = (None, None, None)
-            if val_set is not None:
-                scores = _validation_scores(predict(model, val_set, labels.classes, device=device))
+            if val_set is not None:  # on rank 0; all ranks then take the same early-stopping decisions
+                scores = from_main(lambda: _validation_scores(predict(model, val_set, labels.classes, device=device)))
             record = EpochRecord(epoch, train_loss, *scores, time.perf_counter() - started)
             history.append(record)
             if progress is not None:

@@ -425,15 +425,18 @@ def test_dbn_overfits_fixed_segment_features_and_avef_fine_tunes_jointly() -> No
     inputs, labels = overfit_inputs("avef")
     train_until_all_correct(DBN(64, (32, 16), NUM_CLASSES), {"visible": torch.randn(8, 64)}, labels, steps=150, lr=1e-2)
     model = build_model("avef", NUM_CLASSES, **dict(small_hyperparameters("avef"), dropout=0.0, crop_size=32))
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(15):
-        loss = F.cross_entropy(model(**inputs).logits, labels)
+    for _ in range(25):
+        logits = model(**inputs).logits
+        loss = F.cross_entropy(logits, labels)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
-    assert losses[-1] < losses[0] - 0.05, losses
+    # Without the standardised visible layer the joint network sat at the majority class (3/8, loss 1.08).
+    assert losses[-1] < losses[0] - 0.15, losses
+    assert (logits.argmax(dim=-1) == labels).float().mean() >= 0.75
 
 
 # --- registry ----------------------------------------------------------------------------------
