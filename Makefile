@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha2
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup chromium demo test bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,23 @@ $(STAMP): pyproject.toml requirements.lock
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-setup: $(STAMP)
+setup: $(STAMP) chromium
+
+# tests/test_report.py opens the HTML report in Debian's chromium (headless); installed only when missing.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium (apt-get) for the report's browser test"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    log=$$(mktemp); \
+	    { apt-get update -qq && apt-get install -y -qq chromium; } >"$$log" 2>&1 \
+	      || { cat "$$log"; echo "error: apt-get could not install chromium (output above)"; rm -f "$$log"; exit 1; }; \
+	    rm -f "$$log"; \
+	  else \
+	    echo "note: /usr/bin/chromium is missing and apt-get (as root) is not available to install it;" \
+	         "tests/test_report.py will skip its browser check (and fail under CI=true)"; \
+	  fi; \
+	fi
 
 demo: setup
 	$(BIN)/dvc repro

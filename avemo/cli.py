@@ -129,24 +129,35 @@ def preprocess(
     manifest: Annotated[Optional[Path], typer.Argument(help="The manifest written by `avemo ingest`.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the feature Parquet files.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Clips processed at once.")] = None,
+    dask: Annotated[
+        Optional[str],
+        typer.Option("--dask", metavar="ADDRESS", help="Run the clips on the Dask scheduler at ADDRESS (tcp://HOST:8786)."),
+    ] = None,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Turn a manifest into Parquet features: segments with log-mel images, face crops and embeddings.
 
     Re-running reuses every unchanged per-clip stage from preprocess.cache_dir.
 
-    Example: avemo preprocess data/manifest.parquet --out data/features
+    Examples:
+      avemo preprocess data/manifest.parquet --out data/features
+      avemo preprocess --dask tcp://scheduler-host:8786   (workers share the corpus and cache_dir paths)
     """
-    from flows.preprocess import run_preprocess
+    from flows.preprocess import DaskSetupError, run_preprocess
 
     params = _params(params_file)
     p = params.preprocess
     if workers is not None:
         p = p.model_copy(update={"workers": workers})
+    if dask is not None:
+        p = p.model_copy(update={"dask_address": dask})
     manifest = manifest or params.ingest.manifest
     if not manifest.exists():
         _fail(f"manifest {manifest} not found; write it first with `avemo ingest CORPUS_DIR --out {manifest}`")
-    summary = run_preprocess(manifest, out or p.out_dir, p)
+    try:
+        summary = run_preprocess(manifest, out or p.out_dir, p)
+    except DaskSetupError as err:
+        _fail(str(err))
     typer.echo(str(summary))
 
 
@@ -166,17 +177,22 @@ def train(
     Examples:
       avemo train --system gfbp
       avemo train --system audio --features data/emodb/features --out data/models/emodb-audio
+      torchrun --standalone --nproc_per_node 4 --no-python avemo train --system gfbp   # one process per GPU
     """
+    from avemo.distributed import DistributedError, is_main_process
     from flows.train import run_train
     from models.registry import ModalityError, ModelSpecError, get_spec
+    from tasks.train import TrainError
 
     params = _params(params_file)
     p = params.train if features is None else params.train.model_copy(update={"features_dir": features})
     try:
         get_spec(system)
         summaries = run_train(system, p, params.models.get(system, {}), out or p.out_dir / system)
-    except (ModalityError, ModelSpecError) as err:
+    except (ModalityError, ModelSpecError, DistributedError, TrainError) as err:
         _fail(str(err))
+    if not is_main_process():  # under torchrun, rank 0 reports
+        return
     for s in summaries:
         uar = "n/a" if s.best_val_uar is None else f"{s.best_val_uar:.3f}"
         typer.echo(f"fold {s.fold} seed {s.seed}: best epoch {s.best_epoch}/{s.epochs_run}, val UAR {uar}, {s.seconds:.0f} s")
@@ -234,6 +250,234 @@ def compare(
     except ValueError as err:
         _fail(str(err))
     typer.echo(json.dumps(dataclasses.asdict(result), indent=2))
+
+
+@app.command()
+def report(
+    systems: Annotated[
+        Optional[list[str]],
+        typer.Option("--systems", help="Systems to report on, comma-separated or repeated (default: train.systems)."),
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for report.html and figures/ (default report.out_dir).")] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Write one self-contained HTML report of the evaluated systems, and a PNG copy of each figure.
+
+    It holds the metrics per system and fold, confusion matrices, per-class recall, learning curves, and
+    the papers' analysis figures: attention over the frames of example clips, AG-FBP's audio factor per
+    emotion, a t-SNE map of the clip embeddings. Images are embedded: the file opens offline.
+
+    Examples:
+      avemo report
+      avemo report --systems gfbp,agfbp,amfbp --out /tmp/fbp-report
+    """
+    from tasks.report import ReportSettings, build_report
+
+    params = _params(params_file)
+    p = params.report
+    names = [name.strip() for item in systems or [] for name in item.split(",") if name.strip()] or params.train.systems
+    settings = ReportSettings(**p.model_dump(exclude={"out_dir"}))
+    started = time.perf_counter()
+    try:
+        summary = build_report(
+            names, eval_dir=params.evaluate.out_dir, models_dir=params.train.out_dir,
+            features_dir=params.train.features_dir, out_dir=out or p.out_dir, settings=settings,
+        )  # fmt: skip
+    except ValueError as err:
+        _fail(str(err))
+    for note in summary.notes:
+        typer.echo(f"note: {note}")
+    size = summary.html.stat().st_size / 1e6
+    typer.echo(
+        f"{summary.html} ({size:.1f} MB, {len(summary.figures)} figures, PNG copies in {summary.html.parent / 'figures'}) "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+
+
+@app.command()
+def serve(
+    once: Annotated[bool, typer.Option("--once", help="Run one re-training cycle now instead of serving.")] = False,
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Re-train on new or changed corpora on the schedule in serve.cron; keep the better model.
+
+    Serving registers a Prefect deployment and waits for its scheduled runs (Ctrl-C stops it). The
+    schedule needs a Prefect server: `prefect server start`, then set PREFECT_API_URL.
+
+    Examples:
+      avemo serve --once
+      PREFECT_API_URL=http://127.0.0.1:4200/api avemo serve
+    """
+    from prefect import serve as prefect_serve
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.serve import deployment, retrain_cycle
+    from models.registry import ModalityError, ModelSpecError
+    from tasks.ingest import ManifestError
+    from tasks.serve import ServeError
+
+    params = _params(params_file)
+    if once:
+        try:
+            typer.echo(str(retrain_cycle(params_file=params_file)))
+        except (ServeError, ManifestError, ModalityError, ModelSpecError) as err:
+            _fail(str(err))
+        return
+    if not PREFECT_API_URL.value():
+        _fail(
+            "a schedule needs a running Prefect server, and Prefect's temporary one has no scheduler: run "
+            "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api (or run one cycle with --once)"
+        )
+    prefect_serve(deployment(params, params_file))
+
+
+@app.command()
+def audit(
+    path: Annotated[Path, typer.Argument(help="An avemo Parquet output or a checkpoint (.pt).")],
+    clip: Annotated[Optional[str], typer.Option("--clip", help="Narrow the audit to one clip id.")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Re-hash the sources, re-compute a sample of rows; exit 1 on drift.")] = False,
+    sample: Annotated[int, typer.Option("--sample", min=0, help="--verify: clips whose rows are re-computed (seeded sample).")] = 3,
+    faces: Annotated[bool, typer.Option("--faces", help="--verify: also re-run the face stages (MTCNN, seconds per clip).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Where did this file come from? Sources and sha256, params, version, commit, tools, timing, DVC stage.
+
+    --verify re-hashes every source, compares the file with dvc.lock, re-computes a sample of rows.
+    Each drift is printed (file, what changed, what to do) and the exit code is 1; 0 when all agrees.
+
+    Examples:
+      avemo audit data/features/segments.parquet
+      avemo audit data/features/segments.parquet --clip 1001_DFA_ANG_XX --verify
+      avemo audit data/models/gfbp/fold-loso-1001-seed0.pt --json
+      avemo audit data/eval/gfbp/predictions.parquet --verify --sample 5
+    """
+    import json
+
+    from tasks.audit import AuditError, describe, render, render_verification
+    from tasks.audit import verify as verify_path
+
+    try:
+        if not verify:
+            record = describe(path, clip)
+            typer.echo(json.dumps(record.to_json(), indent=2, default=str) if as_json else render(record))
+            return
+        result = verify_path(path, sample=sample, clip=clip, faces=faces)
+    except AuditError as err:
+        _fail(str(err))
+    typer.echo(json.dumps(result.to_json(), indent=2, default=str) if as_json else render_verification(result))
+    if not result.clean:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def predict(
+    media: Annotated[
+        Optional[list[Path]], typer.Argument(metavar="FILE", help="Video or audio files (default: predict.inputs).", show_default=False)
+    ] = None,
+    model: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--model", "-m",
+            help="A checkpoint file, or a model folder (data/models/SYSTEM): a folder runs all its fold and seed "
+            "checkpoints and averages their posteriors. Default: predict.model.",
+        ),
+    ] = None,  # fmt: skip
+    output_format: Annotated[Optional[str], typer.Option("--format", help="json or csv (default: predict.format).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="File to write (default: standard output).")] = None,
+    window_s: Annotated[
+        Optional[float], typer.Option("--window-s", help="Longer files are processed this many seconds at a time.")
+    ] = None,
+    params_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--params",
+            help="Read the predict section from FILE and refuse if its preprocess feature settings differ from the "
+            "checkpoint's (default: params.yaml, not compared; features always use the checkpoint's settings).",
+        ),
+    ] = None,
+) -> None:
+    """Emotion of video or audio files, with a timeline of their 655 ms speech segments, as JSON or CSV.
+
+    Per file: its emotion and class probabilities; per kept segment: t_begin, t_end, emotion, probabilities, face found, voiced share.
+
+    Files go through the training pipeline's own preprocessing, with the feature settings stored in the checkpoint. Audio-only files need a model trained on audio only (audio, avef_audio). Files longer than --window-s are processed a window at a time, in bounded memory.
+
+    Examples:
+      avemo predict clip.mp4 --model data/models/gfbp
+      avemo predict a.mp4 b.wav -m data/models/audio --format csv --out ab.csv
+      avemo predict talk.mp4 -m data/models/avef/fold-loso-1001-seed0.pt
+    """
+    import csv
+    import io
+    import json
+
+    from avemo.progress import Progress
+    from tasks.predict import (
+        FileFailure,
+        PredictError,
+        check_feature_params,
+        check_media,
+        csv_columns,
+        csv_rows,
+        load_predictor,
+        plan_windows,
+        predict_file,
+        predictions_document,
+    )
+
+    params = _params(params_file or Path("params.yaml"))
+    p = params.predict
+    files = list(media or p.inputs)
+    model = model or p.model
+    output_format = output_format or p.format
+    window_s = window_s or p.window_s
+    if not files:
+        _fail("name the video or audio files to predict (or list them under predict.inputs in params.yaml)")
+    if model is None:
+        _fail("pass --model CHECKPOINT or --model data/models/SYSTEM (or set predict.model in params.yaml)")
+    if output_format not in ("json", "csv"):
+        raise typer.BadParameter(f"{output_format!r}: use json or csv", param_hint="--format")
+    try:
+        predictor = load_predictor(model, p.device)
+        if params_file is not None:
+            check_feature_params(predictor, params.preprocess, params_file)
+        infos = [check_media(predictor, file) for file in files]  # refuse an unusable file before any long work
+    except PredictError as err:
+        _fail(str(err))
+    windows = [len(plan_windows(info.duration_s, predictor.params, window_s)) for info in infos]
+    progress = Progress(sum(windows), "windows", log)
+    results = []
+    for file, info, n_windows in zip(files, infos, windows):
+        before = progress.done
+        try:
+            result = predict_file(
+                predictor, file, window_s=window_s, batch_size=p.batch_size, info=info, on_window=progress.advance
+            )
+        except PredictError as err:
+            result = FileFailure(file, "window", str(err))
+        results.append(result)
+        unreached = n_windows - (progress.done - before)  # windows after a failed file's failure
+        if unreached:
+            progress.advance(unreached)
+    if output_format == "json":
+        text = json.dumps(predictions_document(predictor, results), indent=2) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, csv_columns(predictor.classes), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(csv_rows(predictor, results))
+        text = buffer.getvalue()
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        log.info("%d file(s) predicted with %s -> %s", len(results), model, out)
+    failures = [r for r in results if isinstance(r, FileFailure)]
+    for failure in failures:
+        typer.secho(f"error: {failure.file}: {failure.stage}: {failure.reason}", fg=typer.colors.RED, err=True)
+    if failures:
+        raise typer.Exit(code=1)
 
 
 def main() -> None:  # pragma: no cover - console entry

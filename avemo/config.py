@@ -110,6 +110,12 @@ class PreprocessParams(_Section):
     cache_dir: Path = Path("data/cache")
     workers: int = Field(2, ge=1)
     task_runner: Literal["thread", "sequential"] = "thread"
+    # A Dask scheduler (tcp://HOST:8786): clips then run on its workers and task_runner is not used.
+    # Workers must see the corpus and cache_dir at the same paths as this machine (a shared filesystem).
+    dask_address: str | None = None
+    # torch and BLAS threads in each Dask worker process. Features match a single-process run bit for bit
+    # only at equal thread counts: both sum in an order that depends on them (last float32 bits differ).
+    dask_compute_threads: int = Field(1, ge=1)
     audio: AudioParams = AudioParams()
     vad: VadParams = VadParams()
     segment: SegmentParams = SegmentParams()
@@ -141,7 +147,7 @@ class TrainParams(_Section):
     task: Literal["emotion", "arousal", "valence"] = "emotion"
     split: SplitParams = SplitParams()
     epochs: int = Field(40, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1)  # global: under torchrun split over the processes
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     optimizer: Literal["sgd", "adam"] = "adam"
@@ -165,6 +171,63 @@ class EvaluateParams(_Section):
     out_dir: Path = Path("data/eval")  # one folder per system
 
 
+class ReportParams(_Section):
+    """``avemo report``: one HTML file over every system's evaluation, PNG copies of its figures."""
+
+    out_dir: Path = Path("data/report")  # report.html and figures/*.png
+    example_clips: int = Field(2, ge=0)  # clips whose attention curves are drawn (deep-fusion Fig. 5)
+    tsne_perplexity: float = Field(30.0, gt=0)  # lowered to (clips - 1) / 3 on small corpora
+    tsne_max_clips: int = Field(1000, ge=5)  # t-SNE on a fixed random subset of the clips beyond this
+    seed: int = 0  # picks the example clips and the subset, seeds t-SNE
+
+
+class PredictParams(_Section):
+    """``avemo predict``: the feature settings come from the checkpoint, never from here."""
+
+    model: Path | None = None  # a checkpoint file, or a model folder (its fold checkpoints averaged)
+    inputs: list[Path] = []  # media files predicted when the command names none (the DVC stage's)
+    out: Path = Path("data/predict/predictions.json")  # where the DVC stage writes (the command: stdout)
+    format: Literal["json", "csv"] = "json"
+    window_s: float = Field(60.0, ge=2.0)  # longer files are processed this many seconds at a time
+    device: str = "cpu"  # cpu | auto (CUDA if available) | cuda | cuda:N: where the emotion models run
+    batch_size: int = Field(32, ge=1)  # segments or clips per forward pass
+
+
+class ServeCorpus(_Section):
+    dir: Path
+    format: CorpusFormat = "cremad"
+    csv: Path | None = None  # format csv: the path,speaker,label file (default DIR/labels.csv)
+
+
+class ServeParams(_Section):
+    """Scheduled re-training (``avemo serve``): a cycle re-trains only when a corpus's content changed."""
+
+    cron: str = "0 3 * * 0"  # when a cycle runs (5-field cron, in ``timezone``)
+    timezone: str = "UTC"
+    deployment: str = "avemo-retrain"  # the Prefect deployment's name
+    corpora: list[ServeCorpus] = [ServeCorpus(dir=Path("data/sample_corpus"))]
+    system: str = "gfbp"
+    work_dir: Path = Path("data/serve")  # last manifest, held-out speakers, decisions, candidates
+    # Test speakers no model of this work_dir ever trains on; empty: drawn once, in the first cycle.
+    heldout_speakers: list[str] = []
+    heldout_share: float = Field(0.2, gt=0.0, lt=1.0)  # ... as this share of the speakers (at least 1)
+    split: SplitParams | None = None  # the candidate's folds over the other speakers (None: train.split)
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"cron must have 5 fields (minute hour day month weekday), got {value!r}")
+        return value
+
+    @field_validator("corpora")
+    @classmethod
+    def _some_corpus(cls, value: list[ServeCorpus]) -> list[ServeCorpus]:
+        if not value:
+            raise ValueError("list at least one corpus to re-train on")
+        return value
+
+
 class Params(_Section):
     sample: SampleParams = SampleParams()
     ingest: IngestParams = IngestParams()
@@ -172,6 +235,9 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     models: dict[str, dict[str, Any]] = {}  # per system: hyper-parameters over the paper defaults
     evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
+    predict: PredictParams = PredictParams()
+    serve: ServeParams = ServeParams()
 
 
 class ConfigError(ValueError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,7 @@ def dvc_metrics(report: dict[str, Any], system: str, task_name: str) -> dict[str
 @flow(name="evaluate")
 def evaluate_flow(system: str, model_dir: Path, features_dir: Path, out_dir: Path) -> dict[str, Any]:
     logger = get_run_logger()
+    started = time.perf_counter()
     by_fold = _checkpoints(model_dir)
     train_doc = json.loads((model_dir / "train.json").read_text())
     folds = read_table(model_dir / "folds.parquet", schemas.FOLDS)
@@ -128,12 +130,12 @@ def evaluate_flow(system: str, model_dir: Path, features_dir: Path, out_dir: Pat
     document = provenance(
         "evaluate", {"system": system}, model_dir=str(model_dir), features=str(features_dir),
         checkpoints=sorted(p.name for paths in by_fold.values() for p in paths), train_written_at=train_doc["written_at"],
+        seconds=time.perf_counter() - started,
     )  # fmt: skip
     write_table(predictions, out_dir / "predictions.parquet", schemas.PREDICTIONS, document)
-    if segment_tables:
-        write_table(
-            pa.concat_tables(segment_tables), out_dir / "segment_predictions.parquet", schemas.SEGMENT_PREDICTIONS, document
-        )
+    # written for clip models too (no rows), so every system's stage has the same declared outputs
+    segment_predictions = pa.concat_tables(segment_tables) if segment_tables else schemas.SEGMENT_PREDICTIONS.empty_table()
+    write_table(segment_predictions, out_dir / "segment_predictions.parquet", schemas.SEGMENT_PREDICTIONS, document)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (out_dir / "report.json").write_text(json.dumps({**report, "classes": list(labels.classes)}, indent=2))
     _write_csv(out_dir / "confusion.csv", confusion_rows(predictions))
