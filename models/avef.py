@@ -265,6 +265,9 @@ class AVEF(nn.Module):
     def visible(self, audio: Tensor, video: Tensor) -> Tensor:
         """The DBN's visible layer: [fc7 of audio-net ; fc7 of visual-net] (1:1, Sec. 2.2), standardised."""
         fc7 = torch.cat([self.audio_net.fc7_features(audio), self.visual_net.fc7_features(video)], dim=-1)
+        if self.training and len(fc7) == 1:  # batch statistics need two segments: a lone one (a last
+            norm = self.visible_norm  # batch of one) is standardised with the running statistics
+            return F.batch_norm(fc7, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
         return self.visible_norm(fc7)
 
     def forward(self, audio: Tensor, video: Tensor) -> SegmentOutput:

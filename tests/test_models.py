@@ -467,3 +467,12 @@ def test_unknown_names_and_hyperparameters_are_refused_with_the_choices() -> Non
         build_model("fbp", 3)
     with pytest.raises(ModelSpecError, match="no hyper-parameter lamda_a; its hyper-parameters are: .*temperature_a"):
         build_model("gfbp", 3, lamda_a=0.5)
+
+
+def test_avef_trains_on_a_batch_of_one_segment() -> None:
+    """A corpus whose segment count leaves a last batch of one must still train (no batch statistics)."""
+    inputs, labels = overfit_inputs("avef")
+    model = build_model("avef", NUM_CLASSES, **dict(small_hyperparameters("avef"), crop_size=32)).train()
+    one = {name: tensor[:1] for name, tensor in inputs.items()}
+    F.cross_entropy(model(**one).logits, labels[:1]).backward()
+    assert model.visible_norm.num_batches_tracked == 0  # the lone segment left the running statistics alone
