@@ -4,13 +4,19 @@ For every talking-face and CREMA-D video: segments of SegmentParams' length and 
 clip (the worst case: the VAD keeps everything, so every frame is needed). The fast path runs on the
 whole clip and is timed (decoding, detection, interpolation and crops): wall time and CPU time (all
 threads and ffmpeg; other work on a shared machine inflates wall time, hardly CPU time), per second of
-video and per frame. Torch runs one thread, as in the pipeline, where two clips share two cores.
+video and per frame, and the part of it spent inside MTCNN's three networks ("nets"). Torch runs one
+thread, as in the pipeline, where two clips share two cores. Several ``--detect-every`` values are
+compared on one reference.
+
 The reference, MTCNN(keep_all=True) with its defaults on every frame at full resolution, runs on ALL
 frames of the first ``--seconds`` of each clip to bound its time (it costs 40-200 ms per frame);
 the same speaker rule and probability floor pick its box. A frame agrees when both find the face with
-IoU >= 0.9, or neither finds one.
+IoU >= 0.9, or neither finds one. Two figures describe the reference itself: how often its boxes on
+consecutive frames differ by IoU < 0.9 (MTCNN's own jitter), and how many frames agree when its own
+boxes on every k-th frame are interpolated between, the ceiling of any tracker that runs MTCNN on
+every k-th frame only.
 
-    .venv/bin/python benchmarks/face_accuracy.py [--seconds 4] [--clips PATTERN]
+    .venv/bin/python benchmarks/face_accuracy.py [--seconds 4] [--clips PATTERN] [--detect-every 2,5]
 
 Data: $AVEMO_SHARED_DATA, else ../shared/data next to the repository.
 """
@@ -72,11 +78,61 @@ def reference_boxes(
     return chosen, time.perf_counter() - start
 
 
+class NetworkClock:
+    """CPU-side seconds spent inside MTCNN's three networks (forward passes only), to separate the
+    networks' own arithmetic from everything around them (resampling, NMS, Python)."""
+
+    def __init__(self, detector: FaceDetector) -> None:
+        self.seconds = 0.0
+        for name in ("pnet", "rnet", "onet"):
+            module = getattr(detector._mtcnn, name)
+            module.forward = self._timed(module.forward)
+
+    def _timed(self, forward):
+        def timed(x):
+            start = time.perf_counter()
+            out = forward(x)
+            self.seconds += time.perf_counter() - start
+            return out
+
+        return timed
+
+
+def agrees(box: tuple[float, ...] | None, reference: tuple[float, ...] | None) -> bool:
+    """Both find no face, or both find one with IoU >= AGREE_IOU."""
+    if reference is None or box is None:
+        return reference is None and box is None
+    return iou(box, reference) >= AGREE_IOU
+
+
+def interpolation_bound(reference: dict[int, tuple[float, ...] | None], every: int) -> tuple[int, int]:
+    """Frames agreeing, and frames compared, when the reference's OWN boxes on every ``every``-th frame
+    are linearly interpolated onto the frames between: the most any tracker that runs MTCNN exactly on
+    those frames and interpolates between them can reach, as MTCNN's box jitters from frame to frame."""
+    frames = sorted(reference)
+    positions = list(range(0, len(frames), every))
+    if positions[-1] != len(frames) - 1:
+        positions.append(len(frames) - 1)
+    agree = compared = 0
+    for first, last in zip(positions, positions[1:]):
+        a, b = reference[frames[first]], reference[frames[last]]
+        for index in frames[first + 1 : last]:
+            compared += 1
+            if a is None or b is None:
+                agree += reference[index] is None and a is None and b is None
+                continue
+            w = (index - frames[first]) / (frames[last] - frames[first])
+            agree += agrees(tuple((1.0 - w) * np.asarray(a) + w * np.asarray(b)), reference[index])
+    return agree + len(positions), compared + len(positions)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0, help="reference on all frames of the first N s")
     parser.add_argument("--clips", default="*", help="glob on clip file names")
-    parser.add_argument("--detect-every", type=int, default=FaceParams().detect_every)
+    parser.add_argument(
+        "--detect-every", default=str(FaceParams().detect_every), help="one or several (2,3,5) key-frame spacings"
+    )
     parser.add_argument("--min-face-share", type=float, default=FaceParams().min_face_share)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -84,53 +140,71 @@ def main() -> None:
     clips = sorted((data / "talking").glob(f"{args.clips}.mp4")) + sorted(
         (data / "cremad" / "VideoFlash").glob(f"{args.clips}.flv")
     )
-    params = FaceParams(detect_every=args.detect_every, min_face_share=args.min_face_share)
+    settings = [FaceParams(detect_every=int(k), min_face_share=args.min_face_share) for k in args.detect_every.split(",")]
     segment = SegmentParams()
-    print(f"torch threads {torch.get_num_threads()}, {params}")
+    print(f"torch threads {torch.get_num_threads()}, {settings[0]}")
     detector = FaceDetector(torch.device("cpu"))
+    clock = NetworkClock(detector)
     reference = MTCNN(keep_all=True, device=torch.device("cpu"))
-    totals = dict.fromkeys(["agree", "frames", "video_s", "video_frames", "fast_s", "fast_cpu", "ref_s", "ref_video_s"], 0.0)
+    keys = ["agree", "frames", "video_s", "video_frames", "fast_s", "fast_cpu", "net_s", "detected"]
+    totals = {p.detect_every: dict.fromkeys(keys, 0.0) for p in settings}
+    bound = {k: [0, 0] for k in (2, 3, 5)}
+    jitter = [0, 0]
+    ref_totals = [0.0, 0.0]
     print(
-        f"{'clip':46s} {'frames':>6s} {'IoU>=.9':>8s} {'fast s/s':>9s} {'cpu s/s':>8s} {'cpu ms/fr':>9s} "
-        f"{'ref s/s':>8s} {'detected':>8s}"
+        f"{'clip':46s} {'every':>5s} {'frames':>6s} {'IoU>=.9':>8s} {'fast s/s':>9s} {'cpu s/s':>8s} {'cpu ms/fr':>9s} "
+        f"{'nets s/s':>8s} {'detected':>8s}"
     )
     for path in clips:
         info = probe(path)
-        start, start_cpu = time.perf_counter(), cpu_seconds()
-        faces = detect_clip_faces(path, info, covering_segments(info.duration_s, segment), detector, params)
-        fast_s, fast_cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
-        compared = [i for i in sorted(faces.tracks) if i < args.seconds * info.video_fps]
-        ref, ref_s = reference_boxes(
-            reference, path, info.video_fps, info.video_width, info.video_height, compared, params.min_probability
-        )
-        agree = 0
-        for index, ref_box in ref.items():
-            track = faces.tracks[index]
-            if ref_box is None:
-                agree += track.no_face
-            elif not track.no_face:
-                agree += iou(track.box, ref_box) >= AGREE_IOU
-        detected = np.mean([t.detected for t in faces.tracks.values()])
-        ref_video_s = len(ref) / info.video_fps
+        spans = covering_segments(info.duration_s, segment)
+        ref: dict[int, tuple[float, ...] | None] | None = None
+        for params in settings:
+            start, start_cpu, start_net = time.perf_counter(), cpu_seconds(), clock.seconds
+            faces = detect_clip_faces(path, info, spans, detector, params)
+            fast_s, fast_cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
+            net_s = clock.seconds - start_net
+            compared = [i for i in sorted(faces.tracks) if i < args.seconds * info.video_fps]
+            if ref is None:
+                ref, ref_s = reference_boxes(
+                    reference, path, info.video_fps, info.video_width, info.video_height, compared, params.min_probability
+                )
+                ref_totals[0] += ref_s
+                ref_totals[1] += len(ref) / info.video_fps
+                for every, counts in bound.items():
+                    agree, n = interpolation_bound(ref, every)
+                    counts[0] += agree
+                    counts[1] += n
+                pairs = [(ref[i], ref[i + 1]) for i in sorted(ref) if i + 1 in ref and ref[i] and ref[i + 1]]
+                jitter[0] += sum(iou(a, b) < AGREE_IOU for a, b in pairs)
+                jitter[1] += len(pairs)
+            agree = sum(
+                agrees(None if faces.tracks[i].no_face else faces.tracks[i].box, box) for i, box in ref.items()
+            )
+            detected = sum(t.detected for t in faces.tracks.values())
+            print(
+                f"{path.name:46s} {params.detect_every:5d} {len(ref):6d} {agree / len(ref):8.1%} "
+                f"{fast_s / info.duration_s:9.4f} {fast_cpu / info.duration_s:8.4f} "
+                f"{1000 * fast_cpu / len(faces.tracks):9.2f} {net_s / info.duration_s:8.4f} "
+                f"{detected / len(faces.tracks):8.1%}",
+                flush=True,
+            )
+            total = totals[params.detect_every]
+            for key, value in zip(keys, (agree, len(ref), info.duration_s, len(faces.tracks), fast_s, fast_cpu, net_s, detected)):
+                total[key] += value
+    for every, total in totals.items():
         print(
-            f"{path.name:46s} {len(ref):6d} {agree / len(ref):8.1%} {fast_s / info.duration_s:9.4f} "
-            f"{fast_cpu / info.duration_s:8.4f} {1000 * fast_cpu / len(faces.tracks):9.2f} "
-            f"{ref_s / ref_video_s:8.3f} {detected:8.1%}",
-            flush=True,
+            f"{'OVERALL':46s} {every:5d} {int(total['frames']):6d} {total['agree'] / total['frames']:8.1%} "
+            f"{total['fast_s'] / total['video_s']:9.4f} {total['fast_cpu'] / total['video_s']:8.4f} "
+            f"{1000 * total['fast_cpu'] / total['video_frames']:9.2f} {total['net_s'] / total['video_s']:8.4f} "
+            f"{total['detected'] / total['video_frames']:8.1%}"
         )
-        totals["agree"] += agree
-        totals["frames"] += len(ref)
-        totals["video_s"] += info.duration_s
-        totals["video_frames"] += len(faces.tracks)
-        totals["fast_s"] += fast_s
-        totals["fast_cpu"] += fast_cpu
-        totals["ref_s"] += ref_s
-        totals["ref_video_s"] += ref_video_s
-    print(
-        f"{'OVERALL':46s} {int(totals['frames']):6d} {totals['agree'] / totals['frames']:8.1%} "
-        f"{totals['fast_s'] / totals['video_s']:9.4f} {totals['fast_cpu'] / totals['video_s']:8.4f} "
-        f"{1000 * totals['fast_cpu'] / totals['video_frames']:9.2f} {totals['ref_s'] / totals['ref_video_s']:8.3f}"
-    )
+    print(f"reference MTCNN: {ref_totals[0] / ref_totals[1]:.3f} s per second of video")
+    print(f"reference boxes of consecutive frames with IoU < {AGREE_IOU}: {jitter[0] / max(jitter[1], 1):.1%} of {jitter[1]} pairs")
+    for every, (agree, n) in bound.items():
+        print(
+            f"reference's own boxes on every {every}. frame, interpolated between: {agree / max(n, 1):.1%} of {n} frames agree"
+        )
 
 
 if __name__ == "__main__":

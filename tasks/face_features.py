@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from facenet_pytorch import InceptionResnetV1, fixed_image_standardization
 from PIL import Image
-from torchvision import transforms
 from what_the_face_classification.model import SimpleConvolutionalNetwork
 
 from avemo.config import FaceFeatureParams
@@ -66,14 +65,20 @@ class FaceEmbedder:
         return np.concatenate(rows)
 
 
-_FER_TRANSFORM = transforms.Compose(
-    [transforms.Resize(FER_INPUT), transforms.CenterCrop(FER_INPUT), transforms.Grayscale(), transforms.ToTensor()]
-)
-
-
 def _fer_input(crops: np.ndarray) -> torch.Tensor:
-    """The package's own inference transform: resize to 48, centre crop, grayscale, [0, 1]."""
-    return torch.stack([_FER_TRANSFORM(Image.fromarray(crop)) for crop in crops])
+    """The package's own inference transform (resize to 48, grayscale, [0, 1]), vectorised.
+
+    Crops of another size are resized with PIL's bilinear filter, as torchvision's ``Resize`` does; the
+    grayscale conversion is PIL's integer formula (ITU-R 601-2 luma, rounded), so the input is the
+    package transform's to the bit while costing a numpy pass instead of a PIL round trip per crop.
+    """
+    if crops.shape[1:3] != (FER_INPUT, FER_INPUT):
+        size = (FER_INPUT, FER_INPUT)
+        crops = np.stack([np.asarray(Image.fromarray(c).resize(size, Image.Resampling.BILINEAR)) for c in crops])
+    rgb = crops.astype(np.uint32)
+    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    gray = torch.from_numpy(luma.astype(np.float32) / 255.0)[:, None]
+    return gray.contiguous(memory_format=torch.channels_last)
 
 
 def _fer_latent_dim(io_list: list[list[int]], kernels: list[int], paddings: list[int]) -> int:
@@ -85,9 +90,13 @@ def _fer_latent_dim(io_list: list[list[int]], kernels: list[int], paddings: list
 
 
 def fer_penultimate(network: SimpleConvolutionalNetwork, x: torch.Tensor) -> torch.Tensor:
-    """The 304-dim fc2 activation: the network's forward pass stopped before its 7-class layer."""
+    """The 304-dim fc2 activation: the network's forward pass stopped before its 7-class layer.
+
+    Max-pooling runs before tanh, not after as in the package: tanh is increasing, so the result is
+    the same while tanh sees a quarter of the values (tanh was the forward pass's largest cost).
+    """
     for conv, pool in ((network.conv1, network.pool1), (network.conv2, network.pool2), (network.conv3, network.pool3)):
-        x = pool(torch.tanh(conv(x)))
+        x = torch.tanh(pool(conv(x)))
     x = F.relu(network.fc1(x.flatten(1)))
     return F.relu(network.fc2(x))
 
@@ -101,6 +110,7 @@ def _load_fer2013(batch_size: int, device: torch.device) -> FaceEmbedder:
     with importlib.resources.as_file(weights) as path:
         network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         digest = sha256_file(path)
+    network = network.to(memory_format=torch.channels_last)  # its max-pooling is several times faster so on CPU
     return FaceEmbedder(
         name="fer2013",
         dim=network.fc2.out_features,

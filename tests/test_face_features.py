@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 from PIL import Image
 from skimage import data as skdata
+from torchvision import transforms
 
 from avemo.config import FaceFeatureParams
 from tasks.face_features import FaceFeatureError, load_face_embedder
@@ -39,6 +41,23 @@ def test_fer_embedding_is_304_dim_deterministic_and_face_dependent(fer) -> None:
 def test_fer_embedding_of_one_crop_equals_its_row_in_a_batch(fer) -> None:
     crops = _faces()
     np.testing.assert_allclose(fer(crops[1:2])[0], fer(crops)[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("side", [48, 64])
+def test_fer_embedding_equals_the_package_transform_and_forward_pass(fer, side: int) -> None:
+    """The vectorised input and the pool-before-tanh forward pass are the package's own, to float error."""
+    crops = np.stack([np.asarray(Image.fromarray(c).resize((side, side))) for c in _faces()])
+    transform = transforms.Compose(  # what_the_face_classification.inference's transform
+        [transforms.Resize(48), transforms.CenterCrop(48), transforms.Grayscale(), transforms.ToTensor()]
+    )
+    package_input = torch.stack([transform(Image.fromarray(c)) for c in crops])
+    package_network = copy.deepcopy(fer.network).to(memory_format=torch.contiguous_format)  # its view() needs it
+    fc2 = []
+    handle = package_network.fc2.register_forward_hook(lambda module, args, out: fc2.append(torch.relu(out)))
+    with torch.inference_mode():
+        package_network(package_input)  # the package's forward: tanh, then pooling
+    handle.remove()
+    np.testing.assert_allclose(fer(crops), fc2[0].numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_wrong_crop_array_is_refused(fer) -> None:
