@@ -15,7 +15,9 @@ full-resolution default MTCNN at IoU >= 0.9 (benchmarks/face_accuracy.py). Four 
 * The search region runs the cascade on every ``detect_every``-th needed frame (key frames) and on
   both ends of every run of needed frames; frames between are linearly interpolated, never
   extrapolated. Where two neighbouring key frames disagree (a face in one only, or IoU below
-  ``REDETECT_BELOW_IOU``: a cut or a fast head turn), the frames between are detected too.
+  ``REDETECT_BELOW_IOU``: a cut, a fast head turn, or MTCNN's own jitter, which moves its box by
+  IoU < 0.9 between ~13 % of consecutive frames), the middle frame between them is detected and
+  each half is treated the same way (bisection).
 * A full detection (the whole frame, pyramid down from ``min_face_share`` of the shorter side,
   snapped onto the default pyramid) runs on the first key frame, where the search region finds no
   face, after a gap in the needed frames, and every ``FULL_DETECT_EVERY_S`` seconds, which catches
@@ -41,7 +43,6 @@ from facenet_pytorch import MTCNN
 from facenet_pytorch.models.utils.detect_face import (
     batched_nms_numpy,
     bbreg,
-    generateBoundingBox,
     imresample,
     pad,
     rerec,
@@ -318,6 +319,23 @@ def level_crops(
     return crops
 
 
+def pnet_proposals(
+    reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float, first_cells: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """facenet-pytorch's ``generateBoundingBox`` for a batch of crops of one pyramid level, crop k's
+    output placed at ``first_cells[k]`` (x, y cell) of the whole level: per proposal the frame box,
+    score and PNet regression (k x 9), and the crop it came from. The same arithmetic as placing each
+    crop's output in a zero tensor of the whole level, without allocating and scanning that level.
+    """
+    mask = probs >= threshold
+    found = mask.nonzero()
+    crop_inds = found[:, 0]
+    cells = found[:, 1:].to(reg.dtype).flip(1) + first_cells[crop_inds]
+    top_left = ((2 * cells + 1) / scale).floor()  # PNet: stride 2, 12 px window
+    bottom_right = ((2 * cells + PNET_CELL - 1 + 1) / scale).floor()
+    return torch.cat([top_left, bottom_right, probs[mask][:, None], reg.permute(0, 2, 3, 1)[mask]], dim=1), crop_inds
+
+
 def _resampled_boxes(
     frames: Sequence[np.ndarray], boxes: torch.Tensor, image_inds: torch.Tensor, side: int
 ) -> torch.Tensor:
@@ -367,17 +385,12 @@ class FaceDetector:
             for crops in by_shape.values():
                 batch = torch.stack([c.pixels for c in crops]).to(self.device, memory_format=torch.channels_last)
                 reg, probs = net.pnet(batch)
-                for k, crop in enumerate(crops):
-                    # placed at its cells on the whole level, so generateBoundingBox maps it to the frame
-                    level_probs = probs.new_zeros((1, crop.cell_row + probs.shape[2], crop.cell_col + probs.shape[3]))
-                    level_reg = reg.new_zeros((1, 4, *level_probs.shape[1:]))
-                    level_probs[0, crop.cell_row :, crop.cell_col :] = probs[k, 1]
-                    level_reg[0, :, crop.cell_row :, crop.cell_col :] = reg[k]
-                    boxes, _ = generateBoundingBox(level_reg, level_probs, crop.scale, thresholds[0])
-                    owner = torch.full((len(boxes),), crop.search, dtype=torch.long, device=boxes.device)
-                    pick = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.5)
-                    proposals.append(boxes[pick])
-                    owners.append(owner[pick])
+                first_cells = torch.tensor([[c.cell_col, c.cell_row] for c in crops], dtype=reg.dtype, device=reg.device)
+                boxes, crop_inds = pnet_proposals(reg, probs[:, 1], crops[0].scale, thresholds[0], first_cells)
+                owner = torch.tensor([c.search for c in crops], dtype=torch.long, device=boxes.device)[crop_inds]
+                pick = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.5)  # per search: each has one crop here
+                proposals.append(boxes[pick])
+                owners.append(owner[pick])
             if not proposals or sum(len(p) for p in proposals) == 0:
                 return none
             boxes, image_inds = torch.cat(proposals), torch.cat(owners)
@@ -547,8 +560,9 @@ class _Tracker:
 
     def _full(self, frames: dict[int, np.ndarray], previous_box: Sequence[float] | None) -> dict[int, FaceTrack]:
         tracks = self.detector.detect(frames, self.params, previous_box)
-        self.last_full = max(tracks)
-        self.several_faces = tracks[self.last_full].multiple_faces
+        latest = max(tracks)
+        if self.last_full is None or latest > self.last_full:  # bisection detects frames out of order
+            self.last_full, self.several_faces = latest, tracks[latest].multiple_faces
         return tracks
 
 
@@ -574,17 +588,27 @@ def detect_clip_faces(
     held: dict[int, np.ndarray] = {}
     last_key: FaceTrack | None = None
 
+    def fill(before: FaceTrack | None, after: FaceTrack, between: list[int]) -> None:
+        """Tracks for the held frames ``between`` two tracked ones: interpolated where the two agree,
+        else the middle frame is detected and each half filled the same way, so a cut or a jump is
+        found frame-exactly while a single jittery key frame costs one detection, not the whole gap."""
+        if not between:
+            return
+        if before is not None and not after.no_face and iou(before.box, after.box) >= REDETECT_BELOW_IOU:
+            tracks.update({i: interpolate_track(before, after, i) for i in between})
+            return
+        middle = between[len(between) // 2]
+        tracks[middle] = tracker.detect({middle: held[middle]}, before or after)[middle]
+        found = None if tracks[middle].no_face else tracks[middle]
+        fill(before, tracks[middle], [i for i in between if i < middle])
+        fill(found, after, [i for i in between if i > middle])
+
     def resolve(key: int) -> None:
         """Detect ``key``, then give the held frames before it their tracks, and crop them all."""
         nonlocal last_key
         track = tracker.detect({key: held[key]}, last_key)[key]
-        between = {i: held[i] for i in held if i != key}
-        if between:
-            before = last_key if last_key is not None and not last_key.no_face else None
-            if before is not None and not track.no_face and iou(before.box, track.box) >= REDETECT_BELOW_IOU:
-                tracks.update({i: interpolate_track(before, track, i) for i in between})
-            else:
-                tracks.update(tracker.detect(between, before or track))
+        before = last_key if last_key is not None and not last_key.no_face else None
+        fill(before, track, sorted(i for i in held if i != key))
         tracks[key] = track
         for index in list(held):
             crops[index] = crop_face(held.pop(index), tracks[index].box, params.margin, params.crop_size)

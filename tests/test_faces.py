@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from facenet_pytorch import MTCNN
-from facenet_pytorch.models.utils.detect_face import imresample
+from facenet_pytorch.models.utils.detect_face import generateBoundingBox, imresample
 from PIL import Image
 from skimage import data as skdata
 
@@ -29,6 +29,7 @@ from tasks.faces import (
     key_frames,
     level_crops,
     level_span,
+    pnet_proposals,
     pyramid_min_face_size,
     pyramid_scales,
     roi_scales,
@@ -187,6 +188,24 @@ def test_level_crop_equals_that_region_of_the_whole_resampled_level() -> None:
     rows, cols = pixels.shape[1:]
     region = whole[:, 2 * cell_row : 2 * cell_row + rows, 2 * cell_col : 2 * cell_col + cols]
     torch.testing.assert_close(pixels, region, atol=1e-5, rtol=0)
+
+
+def test_pnet_proposals_equal_generate_bounding_box_on_the_whole_level() -> None:
+    """Crops' PNet outputs give the proposals generateBoundingBox gives with each crop placed in a zero
+    tensor of the whole level (what the batched path skips)."""
+    rng = np.random.default_rng(3)
+    reg = torch.tensor(rng.normal(0, 0.1, (3, 4, 9, 11)), dtype=torch.float32)
+    probs = torch.tensor(rng.uniform(0, 1, (3, 9, 11)), dtype=torch.float32)
+    first_cells = [(0, 0), (17, 5), (40, 33)]  # (x, y) cells on the whole level
+    boxes, crop_inds = pnet_proposals(reg, probs, 0.2366, 0.6, torch.tensor(first_cells, dtype=torch.float32))
+    for k, (col, row) in enumerate(first_cells):
+        level_probs = torch.zeros((1, row + 9, col + 11))
+        level_reg = torch.zeros((1, 4, row + 9, col + 11))
+        level_probs[0, row:, col:] = probs[k]
+        level_reg[0, :, row:, col:] = reg[k]
+        expected, _ = generateBoundingBox(level_reg, level_probs, 0.2366, 0.6)
+        assert len(expected) > 0
+        assert torch.equal(boxes[crop_inds == k], expected)
 
 
 # --- MTCNN on frames ------------------------------------------------------------------------------------
