@@ -16,7 +16,7 @@ full-resolution default MTCNN at IoU >= 0.9 (benchmarks/face_accuracy.py). Four 
   both ends of every run of needed frames; frames between are linearly interpolated, never
   extrapolated. Where two neighbouring key frames disagree (a face in one only, or IoU below
   ``REDETECT_BELOW_IOU``: a cut, a fast head turn, or MTCNN's own jitter, which moves its box by
-  IoU < 0.9 between ~13 % of consecutive frames), the middle frame between them is detected and
+  IoU < 0.9 between ~9 % of consecutive frames), the middle frame between them is detected and
   each half is treated the same way (bisection).
 * A full detection (the whole frame, pyramid down from ``min_face_share`` of the shorter side,
   snapped onto the default pyramid) runs on the first key frame, where the search region finds no
