@@ -6,8 +6,9 @@
 The video is the talking clips of AVEMO_SHARED_DATA (default ../shared/data) concatenated in a loop up
 to the length asked, at 512 x 512 and 25 fps, written with the imageio-ffmpeg binary (to --video, kept
 for re-runs, or to a temporary folder). Each --window-s runs in a fresh process, so its peak RSS is its
-own: the baseline after loading the models, the peak after each window (flat once the windows are
-alike: memory does not grow with the file's length) and overall. RTF = wall time / media duration.
+own: the baseline after loading the models, after each window the peak so far and the resident size
+then (which tells a leak, growing window after window, from one heavier window raising the peak), and
+the overall peak. RTF = wall time / media duration.
 """
 
 from __future__ import annotations
@@ -74,10 +75,14 @@ def measure(video: Path, model: Path, window_s: float) -> dict:
     loading = time.perf_counter() - started
     baseline = _peak_rss_mb()
     peaks: list[float] = []
+    resident: list[float] = []
+
+    def after_window() -> None:
+        peaks.append(_peak_rss_mb())
+        resident.append(_current_rss_mb())
+
     started = time.perf_counter()
-    result = predict_file(
-        predictor, video, window_s=window_s, info=info, on_window=lambda: peaks.append(_peak_rss_mb())
-    )
+    result = predict_file(predictor, video, window_s=window_s, info=info, on_window=after_window)
     wall = time.perf_counter() - started
     if isinstance(result, FileFailure):
         sys.exit(f"prediction failed: {result.stage}: {result.reason}")
@@ -93,11 +98,18 @@ def measure(video: Path, model: Path, window_s: float) -> dict:
         "baseline_rss_mb": baseline,
         "peak_rss_mb": _peak_rss_mb(),
         "peak_rss_after_window_mb": peaks,
+        "rss_after_window_mb": resident,
     }
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mb() -> float:
+    """Resident size now (Linux /proc), not the peak so far."""
+    resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def main() -> None:
@@ -130,7 +142,8 @@ def main() -> None:
                 f"{figures['segments']} segments -> {figures['emotion']}; wall {figures['wall_s']:.0f} s, "
                 f"RTF {figures['rtf']:.3f} (models loaded in {figures['model_loading_s']:.1f} s); peak RSS "
                 f"{figures['peak_rss_mb']:.0f} MB (after loading the models {figures['baseline_rss_mb']:.0f} MB; "
-                f"after each window: {' '.join(f'{mb:.0f}' for mb in figures['peak_rss_after_window_mb'])})"
+                f"peak after each window: {' '.join(f'{mb:.0f}' for mb in figures['peak_rss_after_window_mb'])}; "
+                f"resident after each window: {' '.join(f'{mb:.0f}' for mb in figures['rss_after_window_mb'])})"
             )
 
 
