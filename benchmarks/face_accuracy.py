@@ -106,25 +106,37 @@ def agrees(box: tuple[float, ...] | None, reference: tuple[float, ...] | None) -
     return iou(box, reference) >= AGREE_IOU
 
 
+def key_positions(count: int, every: int) -> list[int]:
+    """Positions 0, every, 2 every, ... of ``count`` sorted frames, and the last one."""
+    positions = list(range(0, count, every))
+    if positions[-1] != count - 1:
+        positions.append(count - 1)
+    return positions
+
+
+def interpolated_agreement(reference: dict[int, tuple[float, ...] | None], frames: list[int], first: int, last: int) -> int:
+    """How many frames strictly between positions ``first`` and ``last`` of ``frames`` agree with the
+    reference when its boxes at those two positions are interpolated onto them (no face at either end:
+    only frames without a face between two without one agree)."""
+    a, b = reference[frames[first]], reference[frames[last]]
+    agree = 0
+    for index in frames[first + 1 : last]:
+        if a is None or b is None:
+            agree += reference[index] is None and a is None and b is None
+            continue
+        w = (index - frames[first]) / (frames[last] - frames[first])
+        agree += agrees(tuple((1.0 - w) * np.asarray(a) + w * np.asarray(b)), reference[index])
+    return agree
+
+
 def interpolation_bound(reference: dict[int, tuple[float, ...] | None], every: int) -> tuple[int, int]:
     """Frames agreeing, and frames compared, when the reference's OWN boxes on every ``every``-th frame
     are linearly interpolated onto the frames between: the most any tracker that runs MTCNN exactly on
     those frames and interpolates between them can reach, as MTCNN's box jitters from frame to frame."""
     frames = sorted(reference)
-    positions = list(range(0, len(frames), every))
-    if positions[-1] != len(frames) - 1:
-        positions.append(len(frames) - 1)
-    agree = compared = 0
-    for first, last in zip(positions, positions[1:]):
-        a, b = reference[frames[first]], reference[frames[last]]
-        for index in frames[first + 1 : last]:
-            compared += 1
-            if a is None or b is None:
-                agree += reference[index] is None and a is None and b is None
-                continue
-            w = (index - frames[first]) / (frames[last] - frames[first])
-            agree += agrees(tuple((1.0 - w) * np.asarray(a) + w * np.asarray(b)), reference[index])
-    return agree + len(positions), compared + len(positions)
+    positions = key_positions(len(frames), every)
+    agree = sum(interpolated_agreement(reference, frames, a, b) for a, b in zip(positions, positions[1:]))
+    return agree + len(positions), len(frames)
 
 
 def bisection_bound(reference: dict[int, tuple[float, ...] | None], every: int) -> tuple[int, int, int]:
@@ -133,28 +145,20 @@ def bisection_bound(reference: dict[int, tuple[float, ...] | None], every: int) 
     boxes agree, else the middle frame taken exactly and each half treated the same way. What that rule
     can reach at best, and on how many frames it must run the cascade to get there."""
     frames = sorted(reference)
-    positions = list(range(0, len(frames), every))
-    if positions[-1] != len(frames) - 1:
-        positions.append(len(frames) - 1)
+    positions = key_positions(len(frames), every)
     exact = set(positions)
-    agree = len(positions)
 
     def fill(first: int, last: int) -> int:
         a, b = reference[frames[first]], reference[frames[last]]
         if last - first < 2:
             return 0
         if a is not None and b is not None and iou(a, b) >= AGREE_IOU:
-            return sum(
-                agrees(tuple((1.0 - w) * np.asarray(a) + w * np.asarray(b)), reference[frames[k]])
-                for k in range(first + 1, last)
-                for w in [(frames[k] - frames[first]) / (frames[last] - frames[first])]
-            )
+            return interpolated_agreement(reference, frames, first, last)
         middle = (first + last) // 2
         exact.add(middle)
         return 1 + fill(first, middle) + fill(middle, last)
 
-    for first, last in zip(positions, positions[1:]):
-        agree += fill(first, last)
+    agree = len(positions) + sum(fill(a, b) for a, b in zip(positions, positions[1:]))
     return agree, len(frames), len(exact)
 
 
