@@ -92,7 +92,7 @@ def ingest(
     from avemo.parquet_io import write_table
     from avemo.progress import Progress
     from avemo.provenance import provenance
-    from tasks.ingest import ManifestError, build_manifest, manifest_table
+    from tasks.corpora.manifest import ManifestError, build_manifest, manifest_table
 
     p = _params(params_file).ingest
     corpus_dir = corpus_dir or p.corpus_dir
@@ -182,7 +182,7 @@ def train(
     from avemo.distributed import DistributedError, is_main_process
     from flows.train import run_train
     from models.registry import ModalityError, ModelSpecError, get_spec
-    from tasks.train import TrainError
+    from tasks.learning.fit import TrainError
 
     params = _params(params_file)
     p = params.train if features is None else params.train.model_copy(update={"features_dir": features})
@@ -243,7 +243,7 @@ def compare(
 
     from avemo import schemas
     from avemo.parquet_io import read_table
-    from tasks.evaluate import compare_systems
+    from tasks.learning.evaluation import compare_systems
 
     try:
         result = compare_systems(read_table(baseline, schemas.PREDICTIONS), read_table(candidate, schemas.PREDICTIONS))
@@ -271,7 +271,7 @@ def report(
       avemo report
       avemo report --systems gfbp,agfbp,amfbp --out /tmp/fbp-report
     """
-    from tasks.report import ReportSettings, build_report
+    from tasks.report.build import ReportSettings, build_report
 
     params = _params(params_file)
     p = params.report
@@ -313,7 +313,7 @@ def serve(
 
     from flows.serve import deployment, retrain_cycle
     from models.registry import ModalityError, ModelSpecError
-    from tasks.ingest import ManifestError
+    from tasks.corpora.manifest import ManifestError
     from tasks.serve import ServeError
 
     params = _params(params_file)
@@ -353,8 +353,8 @@ def audit(
     """
     import json
 
-    from tasks.audit import AuditError, describe, render, render_verification
-    from tasks.audit import verify as verify_path
+    from tasks.audit.records import AuditError, describe, render, render_verification
+    from tasks.audit.records import verify as verify_path
 
     try:
         if not verify:
@@ -412,7 +412,7 @@ def predict(
     import json
 
     from avemo.progress import Progress
-    from tasks.predict import (
+    from tasks.predict.files import (
         FileFailure,
         PredictError,
         check_feature_params,

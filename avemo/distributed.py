@@ -3,7 +3,7 @@ each computing the gradient of its share of every batch, averaged by Distributed
 
 The aim is that N processes make the updates one process would make on the same data, only faster:
 every process draws the same shuffled batches of ``batch_size`` items (the global batch) and takes
-every N-th item of each (:class:`ShardedBatchSampler`); ``tasks.train`` then scales each process's
+every N-th item of each (:class:`ShardedBatchSampler`); ``tasks.learning.fit`` then scales each process's
 loss so that the averaged gradient is the one of the whole batch's (class-weighted) mean loss.
 
 ``torchrun`` announces itself through the ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` variables; without

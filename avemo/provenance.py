@@ -56,7 +56,7 @@ def git_commit() -> dict[str, Any]:
 
 @functools.cache
 def tool_versions() -> dict[str, str]:
-    from tasks.ffmpeg_bin import ffmpeg_version
+    from avemo.ffmpeg import ffmpeg_version
 
     versions = {"ffmpeg": ffmpeg_version()}
     for dist in TOOL_DISTRIBUTIONS:

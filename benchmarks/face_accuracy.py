@@ -1,4 +1,4 @@
-"""Fast face tracking (tasks.faces) against per-frame full-resolution MTCNN with default settings.
+"""Fast face tracking (tasks.video.faces) against per-frame full-resolution MTCNN with default settings.
 
 For every talking-face and CREMA-D video: segments of SegmentParams' length and stride cover the whole
 clip (the worst case: the VAD keeps everything, so every frame is needed). The fast path runs on the
@@ -36,8 +36,8 @@ from facenet_pytorch import MTCNN
 
 from avemo.config import FaceParams, SegmentParams
 from tasks.demux import iter_video_frames
-from tasks.faces import FaceDetector, choose_speaker, detect_clip_faces, iou
 from tasks.probe import probe
+from tasks.video.faces import FaceDetector, choose_speaker, detect_clip_faces, iou
 
 REPO = Path(__file__).resolve().parents[1]
 AGREE_IOU = 0.9
@@ -140,7 +140,7 @@ def interpolation_bound(reference: dict[int, tuple[float, ...] | None], every: i
 
 
 def bisection_bound(reference: dict[int, tuple[float, ...] | None], every: int) -> tuple[int, int, int]:
-    """Frames agreeing, frames compared and frames "detected" when tasks.faces' gap rule runs on the
+    """Frames agreeing, frames compared and frames "detected" when tasks.video.faces' gap rule runs on the
     reference's OWN boxes: exact on every ``every``-th frame, interpolation between two frames whose
     boxes agree, else the middle frame taken exactly and each half treated the same way. What that rule
     can reach at best, and on how many frames it must run the cascade to get there."""

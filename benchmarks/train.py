@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/train.py [--clips N] [--models audio,avef_audio] [--paper-size]
 
-Each model trains two epochs (no validation) with :func:`tasks.train.fit` on random features of the
+Each model trains two epochs (no validation) with :func:`tasks.learning.fit.fit` on random features of the
 real shapes of a fully voiced 2.0 s clip: 196 spectrogram frames x 200 bins and 60 face embeddings
 of 304 dims for clip models; 5 segments of a 3 x 64 x 64 log-mel image and 16 face crops of
 64 x 64 for segment models; the second epoch is timed, so one-off kernel set-up is left out. The
@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO))
 
 from models.avef import AVEFConfig  # noqa: E402
 from models.registry import MODELS  # noqa: E402
-from tasks.datasets import Features, SegmentArrays, task_labels  # noqa: E402
-from tasks.train import TrainSettings, fit  # noqa: E402
+from tasks.learning.datasets import Features, SegmentArrays, task_labels  # noqa: E402
+from tasks.learning.fit import TrainSettings, fit  # noqa: E402
 
 SPECTROGRAM_FRAMES, BINS, VIDEO_FRAMES, VIDEO_DIM = 196, 200, 60, 304
 SEGMENTS_PER_CLIP, CROP, FACES = 5, 64, 16

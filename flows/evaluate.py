@@ -25,8 +25,8 @@ from avemo import schemas
 from avemo.parquet_io import read_table, write_table
 from avemo.provenance import provenance
 from models.registry import get_spec
-from tasks.datasets import Features, TaskLabels, load_features, task_labels
-from tasks.evaluate import (
+from tasks.learning.datasets import Features, TaskLabels, load_features, task_labels
+from tasks.learning.evaluation import (
     ClipPredictions,
     SegmentPredictions,
     confusion_rows,
@@ -36,7 +36,7 @@ from tasks.evaluate import (
     predictions_table,
     recall_rows,
 )
-from tasks.train import load_trained, predict_trained
+from tasks.learning.fit import load_trained, predict_trained
 
 
 class EvaluateInputError(ValueError):

@@ -1,6 +1,6 @@
 """The preprocess flow: a clip manifest in, the Parquet features of every clip out.
 
-Each stage of ``avemo.preprocess`` is a Prefect task mapped over the clips, so Prefect runs clips in
+Each stage of ``tasks.clip`` is a Prefect task mapped over the clips, so Prefect runs clips in
 parallel (``preprocess.workers``) and records every stage of every clip. Rows are written in manifest
 order as clips complete, so the output is the same whatever the completion order.
 """
@@ -31,7 +31,9 @@ from avemo import schemas
 from avemo.cache import StageCache
 from avemo.config import PreprocessParams
 from avemo.parquet_io import ParquetSink, read_provenance, read_table, write_table
-from avemo.preprocess import (
+from avemo.progress import Progress
+from avemo.provenance import code_version, provenance
+from tasks.clip import (
     AUDIO_CODE,
     FACE_FEATURES_CODE,
     ClipFeatures,
@@ -43,8 +45,6 @@ from avemo.preprocess import (
     run_face_features,
     run_faces,
 )
-from avemo.progress import Progress
-from avemo.provenance import code_version, provenance
 from tasks.probe import MediaInfo
 
 # Our own cache (avemo.cache) decides what to recompute; Prefect's input hashing would only hash

@@ -45,9 +45,10 @@ from flows.evaluate import evaluate_flow
 from flows.preprocess import run_preprocess
 from flows.train import run_train
 from models.registry import get_spec
-from tasks.datasets import TaskLabels, load_features, task_labels
-from tasks.evaluate import compare_systems, ensemble
-from tasks.ingest import ManifestRow, build_manifest, manifest_table
+from tasks.corpora.manifest import ManifestRow, build_manifest, manifest_table
+from tasks.learning.datasets import TaskLabels, load_features, task_labels
+from tasks.learning.evaluation import compare_systems, ensemble
+from tasks.learning.fit import load_trained, predict_trained
 from tasks.serve import (
     ServeError,
     choose_heldout_speakers,
@@ -57,7 +58,6 @@ from tasks.serve import (
     heldout_scores,
     promotion_decision,
 )
-from tasks.train import load_trained, predict_trained
 
 PARTS = ("development", "heldout")
 

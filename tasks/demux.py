@@ -13,7 +13,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from tasks.ffmpeg_bin import ffmpeg_exe
+from avemo.ffmpeg import ffmpeg_exe
 
 
 class DemuxError(RuntimeError):

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.ffmpeg_bin import ffmpeg_exe
+from avemo.ffmpeg import ffmpeg_exe
 
 
 class ProbeError(RuntimeError):

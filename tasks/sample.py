@@ -31,7 +31,7 @@ from scipy import ndimage, signal
 from skimage import data as skimage_data
 from skimage import transform
 
-from tasks.ffmpeg_bin import ffmpeg_exe
+from avemo.ffmpeg import ffmpeg_exe
 
 FPS = 25
 FRAME_SIZE = 256

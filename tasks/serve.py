@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from tasks.ingest import ManifestRow
-from tasks.metrics import classification_report
+from tasks.corpora.manifest import ManifestRow
+from tasks.learning.metrics import classification_report
 
 
 class ServeError(ValueError):

@@ -47,7 +47,7 @@ def sample_features(prefect_harness, tmp_path_factory) -> Path:
     from avemo.parquet_io import write_table
     from avemo.provenance import provenance
     from flows.preprocess import run_preprocess
-    from tasks.ingest import build_manifest, manifest_table
+    from tasks.corpora.manifest import build_manifest, manifest_table
     from tasks.sample import write_sample_corpus
 
     root = tmp_path_factory.mktemp("sample_features")

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from avemo.config import AudioFeatureParams, SegmentParams
-from tasks.audio_features import (
+from tasks.audio.preemphasis import pre_emphasis
+from tasks.audio.segment import Segment, segment_clip
+from tasks.audio.spectrograms import (
     PCM_FULL_SCALE,
     AudioFeatureError,
     linear_spectrogram,
@@ -12,8 +14,6 @@ from tasks.audio_features import (
     regression_delta,
     segment_log_mel,
 )
-from tasks.preemphasis import pre_emphasis
-from tasks.segment import Segment, segment_clip
 
 SR = 16000
 SEG = SegmentParams()

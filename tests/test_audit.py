@@ -14,12 +14,19 @@ from typer.testing import CliRunner
 from avemo import schemas
 from avemo.cli import app
 from avemo.config import PreprocessParams
+from avemo.ffmpeg import ffmpeg_exe
 from avemo.parquet_io import read_provenance, write_table
 from avemo.provenance import provenance
 from flows.preprocess import run_preprocess
-from tasks.audit import AuditError, compare_values, describe, dvc_origin, md5_file, verify
-from tasks.ffmpeg_bin import ffmpeg_exe
-from tasks.ingest import build_manifest, manifest_table
+from tasks.audit.records import (
+    AuditError,
+    compare_values,
+    describe,
+    dvc_origin,
+    md5_file,
+    verify,
+)
+from tasks.corpora.manifest import build_manifest, manifest_table
 from tasks.probe import sha256_file
 from tasks.sample import write_sample_corpus
 

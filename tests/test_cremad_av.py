@@ -22,7 +22,7 @@ from avemo.provenance import provenance
 from flows.evaluate import evaluate_flow
 from flows.preprocess import run_preprocess
 from flows.train import run_train
-from tasks.ingest import build_manifest, manifest_table
+from tasks.corpora.manifest import build_manifest, manifest_table
 from tasks.sample import write_sample_corpus
 
 EMOTIONS = ["ANG", "HAP", "NEU", "SAD"]  # the emotions both the sample corpus and actor 1001 have

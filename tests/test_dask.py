@@ -13,14 +13,14 @@ import torch
 from distributed import Client, LocalCluster, get_task_stream
 from threadpoolctl import threadpool_limits
 
+import flows.preprocess
 from avemo import schemas
 from avemo.config import PreprocessParams
+from avemo.ffmpeg import ffmpeg_exe
 from avemo.parquet_io import write_table
 from avemo.provenance import provenance
-import flows.preprocess
 from flows.preprocess import DaskSetupError, run_preprocess, worker_problems
-from tasks.ffmpeg_bin import ffmpeg_exe
-from tasks.ingest import build_manifest, manifest_table
+from tasks.corpora.manifest import build_manifest, manifest_table
 from tasks.sample import write_sample_corpus
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

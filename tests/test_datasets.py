@@ -13,7 +13,7 @@ import torch
 from avemo import schemas
 from avemo.parquet_io import write_table
 from models.registry import ModalityError, check_modalities
-from tasks.datasets import (
+from tasks.learning.datasets import (
     ClipDataset,
     DatasetError,
     Masking,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avemo.ffmpeg import ffmpeg_exe
 from tasks.demux import DemuxError, iter_video_frames, load_audio
-from tasks.ffmpeg_bin import ffmpeg_exe
 from tasks.probe import probe
 
 

@@ -13,14 +13,14 @@ import torch
 from avemo.schemas import PREDICTIONS
 from models.avef import ClipSVM
 from models.registry import build_model
-from tasks.datasets import (
+from tasks.learning.datasets import (
     Features,
     SegmentArrays,
     Standardization,
     TaskLabels,
     make_dataset,
 )
-from tasks.evaluate import (
+from tasks.learning.evaluation import (
     ClipPredictions,
     EvaluateError,
     compare_systems,
@@ -32,7 +32,7 @@ from tasks.evaluate import (
     predictions_table,
     recall_rows,
 )
-from tasks.train import EpochRecord
+from tasks.learning.fit import EpochRecord
 
 CLASSES = ("anger", "boredom", "sadness")
 

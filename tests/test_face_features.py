@@ -14,7 +14,7 @@ from skimage import data as skdata
 from torchvision import transforms
 
 from avemo.config import FaceFeatureParams
-from tasks.face_features import FaceFeatureError, load_face_embedder
+from tasks.video.embeddings import FaceFeatureError, load_face_embedder
 
 
 def _faces() -> np.ndarray:

@@ -15,8 +15,10 @@ from PIL import Image
 from skimage import data as skdata
 
 from avemo.config import FaceParams
+from avemo.ffmpeg import ffmpeg_exe
 from tasks.demux import iter_video_frames
-from tasks.faces import (
+from tasks.probe import probe
+from tasks.video.faces import (
     FaceDetector,
     FaceError,
     FaceTrack,
@@ -36,8 +38,6 @@ from tasks.faces import (
     search_region,
     segment_frame_indices,
 )
-from tasks.ffmpeg_bin import ffmpeg_exe
-from tasks.probe import probe
 
 PARAMS = FaceParams()
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from avemo.ffmpeg import ffmpeg_exe
 from avemo.labels import EMOTIONS
 from avemo.schemas import MANIFEST
-from tasks.ffmpeg_bin import ffmpeg_exe
-from tasks.ingest import (
+from tasks.corpora.manifest import (
     Clip,
     ManifestError,
     ManifestRow,

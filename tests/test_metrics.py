@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score, recall_score
 
-from tasks.metrics import (
+from tasks.learning.metrics import (
     MetricsError,
     accuracy,
     average_posteriors,

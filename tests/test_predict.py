@@ -23,12 +23,20 @@ from typer.testing import CliRunner
 
 from avemo.cli import app
 from avemo.config import PreprocessParams
+from avemo.ffmpeg import ffmpeg_exe
 from avemo.parquet_io import read_provenance
 from models.registry import get_spec
-from tasks.datasets import load_features, task_labels
-from tasks.evaluate import Predictions
-from tasks.ffmpeg_bin import ffmpeg_exe
-from tasks.predict import (
+from tasks.audio.segment import count_frames, samples_per
+from tasks.learning.datasets import load_features, task_labels
+from tasks.learning.evaluation import Predictions
+from tasks.learning.fit import (
+    TrainSettings,
+    fit,
+    load_trained,
+    predict_trained,
+    save_trained,
+)
+from tasks.predict.files import (
     FilePrediction,
     PredictError,
     Window,
@@ -39,8 +47,6 @@ from tasks.predict import (
     plan_windows,
     predict_file,
 )
-from tasks.segment import count_frames, samples_per
-from tasks.train import TrainSettings, fit, load_trained, predict_trained, save_trained
 
 CLIP = "1001_DFA_ANG_XX"  # a sample clip: in the training features, so evaluation has predicted it too
 SMALL = {

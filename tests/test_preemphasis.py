@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.preemphasis import PreEmphasisError, pre_emphasis
+from tasks.audio.preemphasis import PreEmphasisError, pre_emphasis
 
 
 def test_matches_hand_computed_values():

@@ -14,13 +14,13 @@ from skimage.transform import resize
 
 from avemo import schemas
 from avemo.config import PreprocessParams
+from avemo.ffmpeg import ffmpeg_exe
 from avemo.parquet_io import read_provenance, read_table, write_table
 from avemo.provenance import provenance
 from flows.preprocess import run_preprocess
-from tasks.ffmpeg_bin import ffmpeg_exe
-from tasks.ingest import build_manifest, manifest_table
-from tasks.sample import mux_clip, write_sample_corpus
+from tasks.corpora.manifest import build_manifest, manifest_table
 from tasks.demux import load_audio
+from tasks.sample import mux_clip, write_sample_corpus
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

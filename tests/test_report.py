@@ -25,7 +25,7 @@ from flows.evaluate import evaluate_flow
 from flows.train import run_train
 from models.fbp import AudioEncoder
 from models.registry import build_model
-from tasks.report import (
+from tasks.report.build import (
     CONTENT_SECURITY_POLICY,
     MIN_TSNE_CLIPS,
     ReportError,

@@ -3,7 +3,14 @@ import pytest
 from pydantic import ValidationError
 
 from avemo.config import SegmentParams
-from tasks.segment import Segment, SegmentError, count_frames, frame_voicing, samples_per, segment_clip
+from tasks.audio.segment import (
+    Segment,
+    SegmentError,
+    count_frames,
+    frame_voicing,
+    samples_per,
+    segment_clip,
+)
 
 SR = 16000
 VAD_MS = 30

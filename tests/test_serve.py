@@ -14,8 +14,16 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from avemo.config import Params, PreprocessParams, ServeCorpus, ServeParams, SplitParams, TrainParams, load_params
-from tasks.ingest import ManifestRow
+from avemo.config import (
+    Params,
+    PreprocessParams,
+    ServeCorpus,
+    ServeParams,
+    SplitParams,
+    TrainParams,
+    load_params,
+)
+from tasks.corpora.manifest import ManifestRow
 from tasks.serve import (
     NOT_A_CLASS,
     ServeError,

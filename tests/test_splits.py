@@ -9,7 +9,14 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from tasks.splits import ROLES, Fold, SplitError, fixed_split, folds_table, make_folds
+from tasks.learning.splits import (
+    ROLES,
+    Fold,
+    SplitError,
+    fixed_split,
+    folds_table,
+    make_folds,
+)
 
 # 8 speakers with unequal clip counts (6, 5, 4, 3, 2, 2, 1, 1 = 24 clips), clips interleaved across speakers.
 CLIP_COUNTS = {"s1": 6, "s2": 5, "s3": 4, "s4": 3, "s5": 2, "s6": 2, "s7": 1, "s8": 1}

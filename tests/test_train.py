@@ -15,9 +15,15 @@ import pytest
 import torch
 
 from models.registry import ModalityError
-from tasks.datasets import Features, SegmentArrays, TaskLabels, make_dataset, task_labels
-from tasks.evaluate import predict
-from tasks.train import (
+from tasks.learning.datasets import (
+    Features,
+    SegmentArrays,
+    TaskLabels,
+    make_dataset,
+    task_labels,
+)
+from tasks.learning.evaluation import predict
+from tasks.learning.fit import (
     TrainError,
     TrainSettings,
     class_weights,

@@ -13,8 +13,8 @@ from avemo.cli import app
 from avemo.config import TrainParams
 from flows.evaluate import evaluate_flow
 from flows.train import run_train
-from tasks.metrics import classification_report
-from tasks.train import load_checkpoint
+from tasks.learning.fit import load_checkpoint
+from tasks.learning.metrics import classification_report
 
 
 def _params(features: Path, **updates) -> TrainParams:

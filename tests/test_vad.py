@@ -3,8 +3,8 @@ import pydantic
 import pytest
 
 from avemo.config import VadParams
+from tasks.audio.vad import VadError, smooth_decisions, to_pcm16, vad_decisions
 from tasks.demux import load_audio
-from tasks.vad import VadError, smooth_decisions, to_pcm16, vad_decisions
 
 SR = 16000
 

@@ -2,7 +2,7 @@
 
 It lifts the high frequencies that voiced speech attenuates (about -6 dB per octave), so the upper mel
 bands are not drowned by the low-frequency energy. Only the features read the filtered signal; VAD reads
-the original one (see ``tasks.vad``).
+the original one (see ``tasks.audio.vad``).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def frame_voicing(
     if voiced.shape != (expected,):
         raise SegmentError(
             f"VAD decisions of shape {voiced.shape} for {n_samples} samples; expected ({expected},), one per "
-            f"{vad_frame_ms} ms frame: run tasks.vad.vad_decisions on the same signal, rate and frame_ms"
+            f"{vad_frame_ms} ms frame: run tasks.audio.vad.vad_decisions on the same signal, rate and frame_ms"
         )
     centres = np.arange(count_frames(n_samples, window, hop)) * hop + window // 2
     return voiced[centres // vad_frame]
@@ -67,7 +67,7 @@ def segment_clip(
 ) -> list[Segment]:
     """The kept segments of a clip of ``n_samples``: those whose voiced share is >= ``min_voiced_share``.
 
-    ``voiced`` holds one VAD decision per ``vad_frame_ms`` frame, as ``tasks.vad.vad_decisions`` returns.
+    ``voiced`` holds one VAD decision per ``vad_frame_ms`` frame, as ``tasks.audio.vad.vad_decisions`` returns.
     """
     frame_voiced = frame_voicing(n_samples, sample_rate, voiced, vad_frame_ms, params)
     hop = samples_per(params.hop_ms, sample_rate)

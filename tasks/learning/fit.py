@@ -46,7 +46,7 @@ from avemo.distributed import (
 from models.avef import AVEF, ClipSVM, pretrain_dbn
 from models.fbp import AudioEncoder
 from models.registry import build_model, check_modalities, get_spec
-from tasks.datasets import (
+from tasks.learning.datasets import (
     Features,
     Masking,
     Standardization,
@@ -56,8 +56,8 @@ from tasks.datasets import (
     make_dataset,
     speaker_standardization,
 )
-from tasks.evaluate import Predictions, predict
-from tasks.metrics import accuracy, confusion_matrix, unweighted_average_recall
+from tasks.learning.evaluation import Predictions, predict
+from tasks.learning.metrics import accuracy, confusion_matrix, unweighted_average_recall
 
 CHECKPOINT_FORMAT = 1
 
@@ -84,7 +84,7 @@ class TrainSettings:
     svm_degree: int = 3  # avef's clip-level polynomial SVM
     svm_C: float = 1.0
     mask_bands: int = 0  # training augmentation: widest block of mel bands / spectrogram bins masked
-    mask_frames: int = 0  # and of frames (tasks.datasets.Masking); 0 and 0 = no augmentation
+    mask_frames: int = 0  # and of frames (tasks.learning.datasets.Masking); 0 and 0 = no augmentation
     speaker_normalisation: bool = False  # standardise each speaker on its own clips, test speakers included
 
     def __post_init__(self) -> None:

@@ -47,8 +47,16 @@ from avemo.parquet_io import read_table
 from avemo.provenance import git_commit, now_iso
 from models.fbp import AudioEncoder
 from models.registry import get_spec
-from tasks.datasets import Features, TaskLabels, collate_clips, load_features, make_dataset, speaker_standardization, task_labels
-from tasks.train import Trained, load_trained, min_audio_frames, predict_trained
+from tasks.learning.datasets import (
+    Features,
+    TaskLabels,
+    collate_clips,
+    load_features,
+    make_dataset,
+    speaker_standardization,
+    task_labels,
+)
+from tasks.learning.fit import Trained, load_trained, min_audio_frames, predict_trained
 
 log = logging.getLogger("avemo.report")
 

@@ -21,8 +21,13 @@ from torch.utils.data import DataLoader
 
 from avemo.schemas import PREDICTIONS, SEGMENT_PREDICTIONS
 from models.avef import ClipSVM, average_pool_segments
-from tasks.datasets import ClipDataset, SegmentDataset, collate_clips, collate_segments
-from tasks.metrics import (
+from tasks.learning.datasets import (
+    ClipDataset,
+    SegmentDataset,
+    collate_clips,
+    collate_segments,
+)
+from tasks.learning.metrics import (
     MatchedPairsResult,
     average_posteriors,
     classification_report,

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from avemo import schemas
 from avemo.parquet_io import read_table
 from models.registry import MODALITIES, InputKind, ModalityError
-from tasks.metrics import binary_task_labels
+from tasks.learning.metrics import binary_task_labels
 
 Task = Literal["emotion", "arousal", "valence"]
 TASKS: tuple[str, ...] = ("emotion", "arousal", "valence")

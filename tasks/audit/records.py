@@ -364,7 +364,7 @@ def _describe_sources(
 
 
 def _describe_checkpoint(path: Path, root: Path | None, clip: str | None) -> AuditRecord:
-    from tasks.train import TrainError, load_checkpoint
+    from tasks.learning.fit import TrainError, load_checkpoint
 
     try:
         _, meta = load_checkpoint(path)
@@ -594,8 +594,16 @@ def _recompute_features(
     from pydantic import ValidationError
 
     from avemo.config import PreprocessParams
-    from avemo.preprocess import StageFailure, StageResult, assemble, compute_audio, compute_face_features, compute_faces, face_models
     from flows.preprocess import read_sources
+    from tasks.clip import (
+        StageFailure,
+        StageResult,
+        assemble,
+        compute_audio,
+        compute_face_features,
+        compute_faces,
+        face_models,
+    )
 
     try:
         params = PreprocessParams(**record.params)
@@ -705,7 +713,7 @@ def _recompute_predictions(
     since speaker normalisation reads all of a fold's test clips."""
     from flows.evaluate import evaluate_fold
     from models.registry import get_spec
-    from tasks.datasets import load_features, task_labels
+    from tasks.learning.datasets import load_features, task_labels
 
     root = project_root(path)
     details = record.details

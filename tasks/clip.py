@@ -27,19 +27,19 @@ import pyarrow as pa
 from avemo.cache import StageCache, stage_key
 from avemo.config import PreprocessParams
 from avemo.provenance import code_version
-from tasks.audio_features import linear_spectrogram, log_mel_frames, segment_log_mel
+from tasks.audio.preemphasis import pre_emphasis
+from tasks.audio.segment import segment_clip
+from tasks.audio.spectrograms import linear_spectrogram, log_mel_frames, segment_log_mel
+from tasks.audio.vad import vad_decisions
 from tasks.demux import DemuxError, load_audio
-from tasks.face_features import FaceEmbedder, load_face_embedder
-from tasks.faces import FaceDetector, FaceError, detect_clip_faces
-from tasks.preemphasis import pre_emphasis
 from tasks.probe import MediaInfo
-from tasks.segment import segment_clip
-from tasks.vad import vad_decisions
+from tasks.video.embeddings import FaceEmbedder, load_face_embedder
+from tasks.video.faces import FaceDetector, FaceError, detect_clip_faces
 
 # The modules whose code shapes each stage's result: editing one invalidates that stage's cache.
-AUDIO_CODE = ("avemo.preprocess", "tasks.demux", "tasks.vad", "tasks.segment", "tasks.preemphasis", "tasks.audio_features")
-FACES_CODE = ("avemo.preprocess", "tasks.demux", "tasks.vad", "tasks.segment", "tasks.faces")
-FACE_FEATURES_CODE = (*FACES_CODE, "tasks.face_features")
+AUDIO_CODE = ("tasks.clip", "tasks.demux", "tasks.audio.vad", "tasks.audio.segment", "tasks.audio.preemphasis", "tasks.audio.spectrograms")
+FACES_CODE = ("tasks.clip", "tasks.demux", "tasks.audio.vad", "tasks.audio.segment", "tasks.video.faces")
+FACE_FEATURES_CODE = (*FACES_CODE, "tasks.video.embeddings")
 
 Tables = dict[str, pa.Table]
 

@@ -1,7 +1,7 @@
 """Voice activity detection with webrtcvad: one speech/non-speech decision per 10, 20 or 30 ms frame.
 
 The AVEF paper weights every frame 1 (speech) or 0 (silence) and drops silence from both modalities;
-those weights are these decisions, and ``tasks.segment`` keeps the segments they mark as speech.
+those weights are these decisions, and ``tasks.audio.segment`` keeps the segments they mark as speech.
 
 VAD reads the signal BEFORE pre-emphasis: webrtcvad's Gaussian models score the log energies of six
 sub-bands (80 Hz - 4 kHz) of ordinary, unfiltered audio. Pre-emphasis with 0.97 cuts the 80-250 Hz band,

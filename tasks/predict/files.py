@@ -1,9 +1,9 @@
 """Emotion timelines of media files from trained checkpoints, through the training pipeline's own code.
 
-One implementation: a file becomes features through ``avemo.preprocess``'s compute functions, run with
+One implementation: a file becomes features through ``tasks.clip``'s compute functions, run with
 the feature settings stored in the checkpoint; they are written as the very Parquet tables ``avemo
-preprocess`` writes (to a temporary folder), read back by ``tasks.datasets.load_features``, and scored by
-``tasks.train.predict_trained``, as evaluation scores them. A clip that was in the training features
+preprocess`` writes (to a temporary folder), read back by ``tasks.learning.datasets.load_features``, and scored by
+``tasks.learning.fit.predict_trained``, as evaluation scores them. A clip that was in the training features
 therefore gets the evaluation's posteriors.
 
 Timeline. Segment models (``avef``, ``avef_audio``, ``avef_video``) score every kept 655 ms segment, and
@@ -13,7 +13,7 @@ segment's span as a clip of its own: the spectrogram frames whose centres lie in
 face embeddings of its frames. A 655 ms span is shorter than the clips these models learnt from, so
 their timeline shows where the evidence lies; the file's posterior stays the model's decision.
 
-Bounded memory. ``tasks.faces`` streams video frames already, but a file's features (decoded audio,
+Bounded memory. ``tasks.video.faces`` streams video frames already, but a file's features (decoded audio,
 spectrogram, log-mel images, face crops, embeddings) grow with its length. A file longer than
 ``window_s`` is therefore processed one window at a time. A window is a copy of the file's streams
 from a start on the segment and VAD grid (the video stream copied without re-encoding, MOV edit lists
@@ -48,8 +48,11 @@ from pydantic import ValidationError
 import avemo
 from avemo import schemas
 from avemo.config import PreprocessParams
+from avemo.ffmpeg import ffmpeg_exe
 from avemo.parquet_io import write_table
-from avemo.preprocess import (
+from models.registry import MODALITIES, get_spec, models_for
+from tasks.audio.segment import samples_per
+from tasks.clip import (
     ClipFeatures,
     ClipSource,
     StageFailure,
@@ -61,13 +64,21 @@ from avemo.preprocess import (
     compute_faces,
     face_models,
 )
-from models.registry import MODALITIES, get_spec, models_for
-from tasks.datasets import Features, TaskLabels, load_features, speaker_standardization
-from tasks.ffmpeg_bin import ffmpeg_exe
-from tasks.metrics import average_posteriors
+from tasks.learning.datasets import (
+    Features,
+    TaskLabels,
+    load_features,
+    speaker_standardization,
+)
+from tasks.learning.fit import (
+    Trained,
+    TrainError,
+    load_checkpoint,
+    load_trained,
+    predict_trained,
+)
+from tasks.learning.metrics import average_posteriors
 from tasks.probe import MediaInfo, ProbeError, probe, sha256_file
-from tasks.segment import samples_per
-from tasks.train import Trained, TrainError, load_checkpoint, load_trained, predict_trained
 
 # The preprocess sections that shape features; the others (folders, workers, runners) do not.
 FEATURE_SECTIONS = ("audio", "vad", "segment", "audio_features", "faces", "face_features")
