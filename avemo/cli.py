@@ -182,7 +182,7 @@ def train(
     from avemo.distributed import DistributedError, is_main_process
     from flows.train import run_train
     from models.registry import ModalityError, ModelSpecError, get_spec
-    from tasks.learning.fit import TrainError
+    from tasks.learning.trained import TrainError
 
     params = _params(params_file)
     p = params.train if features is None else params.train.model_copy(update={"features_dir": features})

@@ -25,8 +25,9 @@ sys.path.insert(0, str(REPO))
 
 from models.avef import AVEFConfig  # noqa: E402
 from models.registry import MODELS  # noqa: E402
-from tasks.learning.datasets import Features, SegmentArrays, task_labels  # noqa: E402
-from tasks.learning.fit import TrainSettings, fit  # noqa: E402
+from tasks.learning.features import Features, SegmentArrays, task_labels
+from tasks.learning.fit import fit
+from tasks.learning.trained import TrainSettings
 
 SPECTROGRAM_FRAMES, BINS, VIDEO_FRAMES, VIDEO_DIM = 196, 200, 60, 304
 SEGMENTS_PER_CLIP, CROP, FACES = 5, 64, 16

@@ -25,10 +25,8 @@ from avemo import schemas
 from avemo.parquet_io import read_table, write_table
 from avemo.provenance import provenance
 from models.registry import get_spec
-from tasks.learning.datasets import Features, TaskLabels, load_features, task_labels
+from tasks.learning.checkpoints import load_trained
 from tasks.learning.evaluation import (
-    ClipPredictions,
-    SegmentPredictions,
     confusion_rows,
     ensemble,
     evaluation_report,
@@ -36,7 +34,12 @@ from tasks.learning.evaluation import (
     predictions_table,
     recall_rows,
 )
-from tasks.learning.fit import load_trained, predict_trained
+from tasks.learning.features import Features, TaskLabels, load_features, task_labels
+from tasks.learning.inference import (
+    ClipPredictions,
+    SegmentPredictions,
+    trained_posteriors,
+)
 
 
 class EvaluateInputError(ValueError):
@@ -65,7 +68,7 @@ def evaluate_fold(
     clips, segments, histories = [], [], {}
     for path in checkpoints:
         trained = load_trained(path)
-        predictions = predict_trained(trained, features, labels, test_clips)
+        predictions = trained_posteriors(trained, features, labels, test_clips)
         clips.append(predictions.clips)
         if predictions.segments is not None:
             segments.append(predictions.segments)

@@ -46,9 +46,10 @@ from flows.preprocess import run_preprocess
 from flows.train import run_train
 from models.registry import get_spec
 from tasks.corpora.manifest import ManifestRow, build_manifest, manifest_table
-from tasks.learning.datasets import TaskLabels, load_features, task_labels
+from tasks.learning.checkpoints import load_trained
 from tasks.learning.evaluation import compare_systems, ensemble
-from tasks.learning.fit import load_trained, predict_trained
+from tasks.learning.features import TaskLabels, load_features, task_labels
+from tasks.learning.inference import trained_posteriors
 from tasks.serve import (
     ServeError,
     choose_heldout_speakers,
@@ -190,7 +191,7 @@ def predict_heldout(model_dir: Path, features_dir: Path) -> dict[str, tuple[str,
     predicted: dict[str, str] = {}
     if known:
         labels = TaskLabels(first.task, first.classes, {c: first.classes.index(true_of[c]) for c in known}, {})
-        pooled = ensemble([predict_trained(model, features, labels, known).clips for model in models])
+        pooled = ensemble([trained_posteriors(model, features, labels, known).clips for model in models])
         predicted = {clip: first.classes[i] for clip, i in zip(pooled.clip_ids, pooled.predicted)}
     return {clip: (true_of[clip], predicted.get(clip)) for clip in clips}
 

@@ -30,9 +30,11 @@ from avemo.distributed import barrier, current_world, process_group
 from avemo.parquet_io import read_provenance, write_table
 from avemo.provenance import provenance
 from models.registry import get_spec
-from tasks.learning.datasets import Features, TaskLabels, load_features, task_labels
-from tasks.learning.fit import EpochRecord, TrainSettings, fit, save_trained
+from tasks.learning.checkpoints import save_trained
+from tasks.learning.features import Features, TaskLabels, load_features, task_labels
+from tasks.learning.fit import fit
 from tasks.learning.splits import Fold, folds_table, make_folds
+from tasks.learning.trained import EpochRecord, TrainSettings
 
 
 def checkpoint_path(out_dir: Path, fold: str, seed: int) -> Path:

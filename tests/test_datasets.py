@@ -15,17 +15,21 @@ from avemo.parquet_io import write_table
 from models.registry import ModalityError, check_modalities
 from tasks.learning.datasets import (
     ClipDataset,
-    DatasetError,
     Masking,
     SegmentDataset,
-    Standardization,
-    available_modalities,
     collate_clips,
     collate_segments,
-    fit_standardization,
+)
+from tasks.learning.features import (
+    DatasetError,
+    available_modalities,
     load_features,
-    speaker_standardization,
     task_labels,
+)
+from tasks.learning.standardization import (
+    Standardization,
+    fit_standardization,
+    speaker_standardization,
 )
 
 BINS, MELS, FRAMES, FACES, CROP, DIM = 200, 64, 64, 16, 32, 8

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import RandomSampler
 
 from avemo.distributed import ShardedBatchSampler, World, rank_seed
-from tasks.learning.fit import load_checkpoint
+from tasks.learning.checkpoints import load_checkpoint
 
 AVEMO = Path(sys.executable).with_name("avemo")
 # SGD, not Adam: Adam divides each step by the gradient's running size, so it would hide a gradient off by

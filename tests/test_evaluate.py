@@ -13,26 +13,21 @@ import torch
 from avemo.schemas import PREDICTIONS
 from models.avef import ClipSVM
 from models.registry import build_model
-from tasks.learning.datasets import (
-    Features,
-    SegmentArrays,
-    Standardization,
-    TaskLabels,
-    make_dataset,
-)
+from tasks.learning.datasets import make_dataset
 from tasks.learning.evaluation import (
-    ClipPredictions,
     EvaluateError,
     compare_systems,
     confusion_rows,
     ensemble,
     evaluation_report,
     learning_curve_rows,
-    predict,
     predictions_table,
     recall_rows,
 )
-from tasks.learning.fit import EpochRecord
+from tasks.learning.features import Features, SegmentArrays, TaskLabels
+from tasks.learning.inference import ClipPredictions, model_posteriors
+from tasks.learning.standardization import Standardization
+from tasks.learning.trained import EpochRecord
 
 CLASSES = ("anger", "boredom", "sadness")
 
@@ -151,7 +146,7 @@ def segment_setup():
 
 def test_segment_model_clip_posterior_is_the_mean_of_its_segments(segment_setup):
     model, dataset, arrays = segment_setup
-    predictions = predict(model, dataset, CLASSES, batch_size=2)
+    predictions = model_posteriors(model, dataset, CLASSES, batch_size=2)
     segments = predictions.segments
     assert segments.clip_ids == tuple(arrays.clip_ids) and segments.segments.tolist() == [0, 1, 2, 0, 1]
     with torch.no_grad():
@@ -171,7 +166,7 @@ def test_clip_svm_posteriors_cover_every_class(segment_setup):
     rng = np.random.default_rng(1)
     embeddings = np.concatenate([rng.normal(0, 0.1, (6, 8)), rng.normal(1, 0.1, (6, 8))])
     svm = ClipSVM(degree=1).fit(embeddings, [0] * 6 + [2] * 6)
-    clips = predict(model, dataset, CLASSES, clip_svm=svm).clips
+    clips = model_posteriors(model, dataset, CLASSES, clip_svm=svm).clips
     np.testing.assert_array_equal(clips.probabilities[:, 1], 0.0)
     np.testing.assert_allclose(clips.probabilities.sum(axis=1), 1.0)
     np.testing.assert_allclose(clips.probabilities[:, [0, 2]], svm.predict_proba(clips.embeddings))

@@ -2,7 +2,7 @@
 model folders, and the refusals (video model on audio, other feature settings, no stored settings).
 
 Models are trained here, briefly, on the session's sample features; the predictions are compared with
-what the evaluation path (features on disk -> predict_trained) gives for the same clips, never with
+what the evaluation path (features on disk -> trained_posteriors) gives for the same clips, never with
 numbers written into the test.
 """
 
@@ -27,15 +27,11 @@ from avemo.ffmpeg import ffmpeg_exe
 from avemo.parquet_io import read_provenance
 from models.registry import get_spec
 from tasks.audio.segment import count_frames, samples_per
-from tasks.learning.datasets import load_features, task_labels
-from tasks.learning.evaluation import Predictions
-from tasks.learning.fit import (
-    TrainSettings,
-    fit,
-    load_trained,
-    predict_trained,
-    save_trained,
-)
+from tasks.learning.checkpoints import load_trained, save_trained
+from tasks.learning.features import load_features, task_labels
+from tasks.learning.fit import fit
+from tasks.learning.inference import Predictions, trained_posteriors
+from tasks.learning.trained import TrainSettings
 from tasks.predict.files import (
     FilePrediction,
     PredictError,
@@ -120,7 +116,7 @@ def _evaluation(checkpoint: Path, features_dir: Path) -> Predictions:
     trained = load_trained(checkpoint)
     spec = get_spec(trained.model_name)
     features = load_features(features_dir, spec.needs, spec.input_kind)
-    return predict_trained(trained, features, task_labels(features, "emotion"), [CLIP])
+    return trained_posteriors(trained, features, task_labels(features, "emotion"), [CLIP])
 
 
 def test_prediction_is_the_evaluation_path_with_a_timeline(sample_features: Path, models: dict[str, Path]) -> None:

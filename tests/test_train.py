@@ -15,24 +15,12 @@ import pytest
 import torch
 
 from models.registry import ModalityError
-from tasks.learning.datasets import (
-    Features,
-    SegmentArrays,
-    TaskLabels,
-    make_dataset,
-    task_labels,
-)
-from tasks.learning.evaluation import predict
-from tasks.learning.fit import (
-    TrainError,
-    TrainSettings,
-    class_weights,
-    fit,
-    load_checkpoint,
-    load_trained,
-    predict_trained,
-    save_trained,
-)
+from tasks.learning.checkpoints import load_checkpoint, load_trained, save_trained
+from tasks.learning.datasets import make_dataset
+from tasks.learning.features import Features, SegmentArrays, TaskLabels, task_labels
+from tasks.learning.fit import class_weights, fit
+from tasks.learning.inference import model_posteriors, trained_posteriors
+from tasks.learning.trained import TrainError, TrainSettings
 
 CLASSES = ("anger", "happiness", "sadness")
 BINS = 200
@@ -119,7 +107,7 @@ def test_class_weights_balance_the_classes_present():
 
 
 def _validation_loss(trained, features, labels, val) -> float:
-    again = predict_trained(trained, features, labels, val).clips
+    again = trained_posteriors(trained, features, labels, val).clips
     return float(-np.log(again.probabilities[np.arange(len(val)), again.true]).mean())
 
 
@@ -188,8 +176,8 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path, problem, trained_vide
     assert len(meta["standardization"]["embedding"]["mean"]) == VIDEO_DIM
     restored = load_trained(path)
     assert restored.extra == {"fold": "loso-s2"} and restored.history == trained.history
-    before = predict_trained(trained, features, labels, val).clips.probabilities
-    after = predict_trained(restored, features, labels, val).clips.probabilities
+    before = trained_posteriors(trained, features, labels, val).clips.probabilities
+    after = trained_posteriors(restored, features, labels, val).clips.probabilities
     np.testing.assert_array_equal(before, after)
 
 
@@ -201,8 +189,8 @@ def test_speaker_normalised_model_standardises_the_predicted_speakers_itself(tmp
     save_trained(tmp_path / "speaker.pt", trained)
     assert load_checkpoint(tmp_path / "speaker.pt")[1]["standardization"] is None
     restored = load_trained(tmp_path / "speaker.pt")
-    before = predict_trained(trained, features, labels, val).clips.probabilities
-    np.testing.assert_array_equal(predict_trained(restored, features, labels, val).clips.probabilities, before)
+    before = trained_posteriors(trained, features, labels, val).clips.probabilities
+    np.testing.assert_array_equal(trained_posteriors(restored, features, labels, val).clips.probabilities, before)
 
 
 def test_foreign_or_pickled_files_are_refused(tmp_path):
@@ -248,12 +236,12 @@ def test_avef_trains_on_segments_and_its_clip_svm_survives_the_checkpoint(tmp_pa
     embeddings, svm_labels = trained.svm_training
     assert embeddings.shape == (len(train), SMALL_AVEF["dbn_hidden"][-1])
     assert svm_labels.tolist() == [labels.index[c] for c in train]
-    predictions = predict_trained(trained, features, labels, val)
+    predictions = trained_posteriors(trained, features, labels, val)
     assert predictions.segments is not None and len(predictions.segments.clip_ids) == 3 * len(val)
     # the clip decision is the SVM's, not the mean of the segment posteriors
-    mean_of_segments = predict(trained.model, make_dataset(features, labels, val, trained.standardization), labels.classes)
+    mean_of_segments = model_posteriors(trained.model, make_dataset(features, labels, val, trained.standardization), labels.classes)
     assert not np.allclose(predictions.clips.probabilities, mean_of_segments.clips.probabilities)
     save_trained(tmp_path / "avef.pt", trained)
     restored = load_trained(tmp_path / "avef.pt")
-    again = predict_trained(restored, features, labels, val)
+    again = trained_posteriors(restored, features, labels, val)
     np.testing.assert_allclose(again.clips.probabilities, predictions.clips.probabilities, atol=1e-6)

@@ -13,7 +13,7 @@ from avemo.cli import app
 from avemo.config import TrainParams
 from flows.evaluate import evaluate_flow
 from flows.train import run_train
-from tasks.learning.fit import load_checkpoint
+from tasks.learning.checkpoints import load_checkpoint
 from tasks.learning.metrics import classification_report
 
 

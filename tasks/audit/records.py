@@ -364,7 +364,8 @@ def _describe_sources(
 
 
 def _describe_checkpoint(path: Path, root: Path | None, clip: str | None) -> AuditRecord:
-    from tasks.learning.fit import TrainError, load_checkpoint
+    from tasks.learning.checkpoints import load_checkpoint
+    from tasks.learning.trained import TrainError
 
     try:
         _, meta = load_checkpoint(path)
@@ -713,7 +714,7 @@ def _recompute_predictions(
     since speaker normalisation reads all of a fold's test clips."""
     from flows.evaluate import evaluate_fold
     from models.registry import get_spec
-    from tasks.learning.datasets import load_features, task_labels
+    from tasks.learning.features import load_features, task_labels
 
     root = project_root(path)
     details = record.details

@@ -1,32 +1,21 @@
-"""Predictions of a trained model, the tables and reports they give, and the comparison of two systems.
+"""Evaluation's tables and reports from predictions, ensembles of seeds, and the comparison of two systems.
 
-A segment model's clip posterior is the mean of its segments' posteriors (or, for ``avef``, the clip
-SVM's on the pooled DBN embedding); both levels are kept so a report can score either. Every table
-keeps the probabilities in the task's class order, so ensembles and re-scoring need no re-run.
+Every table keeps the probabilities in the task's class order, so ensembles and re-scoring need no
+re-run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
 from avemo.schemas import PREDICTIONS, SEGMENT_PREDICTIONS
-from models.avef import ClipSVM, average_pool_segments
-from tasks.learning.datasets import (
-    ClipDataset,
-    SegmentDataset,
-    collate_clips,
-    collate_segments,
-)
+from tasks.learning.inference import ClipPredictions, SegmentPredictions
 from tasks.learning.metrics import (
     MatchedPairsResult,
     average_posteriors,
@@ -39,82 +28,6 @@ class EvaluateError(ValueError):
     """Predictions that cannot be combined, scored or compared as asked."""
 
 
-@dataclass(frozen=True)
-class ClipPredictions:
-    clip_ids: tuple[str, ...]
-    true: np.ndarray  # (n,) class indices
-    probabilities: np.ndarray  # (n, classes), rows summing to 1
-    classes: tuple[str, ...]
-    embeddings: np.ndarray | None = None  # (n, E) segment embeddings pooled per clip (segment models)
-
-    @property
-    def predicted(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
-
-
-@dataclass(frozen=True)
-class SegmentPredictions:
-    clip_ids: tuple[str, ...]
-    segments: np.ndarray  # (n,) segment index within its clip
-    true: np.ndarray
-    probabilities: np.ndarray
-    classes: tuple[str, ...]
-
-    @property
-    def predicted(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
-
-
-@dataclass(frozen=True)
-class Predictions:
-    clips: ClipPredictions
-    segments: SegmentPredictions | None  # segment models only
-
-
-def _svm_posteriors(svm: ClipSVM, embeddings: np.ndarray, n_classes: int) -> np.ndarray:
-    """The SVM's probabilities spread over all classes; a class unseen in training gets 0."""
-    out = np.zeros((len(embeddings), n_classes))
-    out[:, svm.classes_.astype(np.int64)] = svm.predict_proba(embeddings)
-    return out
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    dataset: ClipDataset | SegmentDataset,
-    classes: Sequence[str],
-    *,
-    clip_svm: ClipSVM | None = None,
-    batch_size: int = 32,
-    device: torch.device | str = "cpu",
-) -> Predictions:
-    """Posteriors of every item of ``dataset``, in its order, with the model in eval mode."""
-    model.eval()
-    segment_level = isinstance(dataset, SegmentDataset)
-    loader = DataLoader(dataset, batch_size, collate_fn=collate_segments if segment_level else collate_clips)
-    probabilities, hidden, clip_ids, segments = [], [], [], []
-    for batch in loader:
-        output = model(**batch.inputs(device))
-        probabilities.append(torch.softmax(output.logits.float(), dim=-1).cpu().numpy())
-        if segment_level:
-            hidden.append(output.hidden.float().cpu().numpy())
-            segments.extend(batch.segments)
-        clip_ids.extend(batch.clip_ids)
-    probabilities = np.concatenate(probabilities).astype(np.float64)
-    classes = tuple(classes)
-    if not segment_level:
-        return Predictions(ClipPredictions(tuple(clip_ids), dataset.labels.copy(), probabilities, classes), None)
-
-    segment_predictions = SegmentPredictions(tuple(clip_ids), np.asarray(segments), dataset.labels.copy(), probabilities, classes)
-    clips, clip_posteriors = average_pool_segments(probabilities, clip_ids)
-    _, pooled = average_pool_segments(np.concatenate(hidden), clip_ids)
-    if clip_svm is not None:
-        clip_posteriors = _svm_posteriors(clip_svm, pooled, len(classes))
-    label_of = dict(zip(clip_ids, dataset.labels))  # every segment carries its clip's label
-    true = np.array([label_of[clip] for clip in clips], dtype=np.int64)
-    return Predictions(ClipPredictions(tuple(clips), true, clip_posteriors, classes, pooled), segment_predictions)
-
-
 def ensemble(members: Sequence[ClipPredictions]) -> ClipPredictions:
     """Posterior averaging of several seeds' (or systems') predictions of the same clips."""
     if not members:
@@ -122,13 +35,20 @@ def ensemble(members: Sequence[ClipPredictions]) -> ClipPredictions:
     first = members[0]
     for other in members[1:]:
         if other.clip_ids != first.clip_ids or other.classes != first.classes:
-            raise EvaluateError("ensemble members must predict the same clips in the same order over the same classes")
+            raise EvaluateError(
+                "ensemble members must predict the same clips in the same order over the same classes"
+            )
     return ClipPredictions(
-        first.clip_ids, first.true, average_posteriors([m.probabilities for m in members]), first.classes
+        first.clip_ids,
+        first.true,
+        average_posteriors([m.probabilities for m in members]),
+        first.classes,
     )
 
 
-def predictions_table(predictions: ClipPredictions | SegmentPredictions, fold: str, system: str) -> pa.Table:
+def predictions_table(
+    predictions: ClipPredictions | SegmentPredictions, fold: str, system: str
+) -> pa.Table:
     """One row per clip (or segment): ids, fold, system, true and predicted label, probabilities."""
     classes = np.asarray(predictions.classes, dtype=object)
     n = len(predictions.clip_ids)
@@ -138,10 +58,17 @@ def predictions_table(predictions: ClipPredictions | SegmentPredictions, fold: s
         "system": pa.array([system] * n, pa.string()),
         "true": pa.array(classes[predictions.true].tolist(), pa.string()),
         "predicted": pa.array(classes[predictions.predicted].tolist(), pa.string()),
-        "probabilities": pa.array(predictions.probabilities.astype(np.float32).tolist(), pa.list_(pa.float32())),
+        "probabilities": pa.array(
+            predictions.probabilities.astype(np.float32).tolist(),
+            pa.list_(pa.float32()),
+        ),
     }
     if isinstance(predictions, SegmentPredictions):
-        columns = {"clip_id": columns.pop("clip_id"), "segment": pa.array(predictions.segments, pa.int32()), **columns}
+        columns = {
+            "clip_id": columns.pop("clip_id"),
+            "segment": pa.array(predictions.segments, pa.int32()),
+            **columns,
+        }
         return pa.table(columns, schema=SEGMENT_PREDICTIONS)
     return pa.table(columns, schema=PREDICTIONS)
 
@@ -151,7 +78,9 @@ def _indices(table: pa.Table, column: str, classes: Sequence[str]) -> np.ndarray
     values = table[column].to_pylist()
     unknown = sorted(set(values) - set(position))
     if unknown:
-        raise EvaluateError(f"{column} labels {unknown} are not among the classes {list(classes)}")
+        raise EvaluateError(
+            f"{column} labels {unknown} are not among the classes {list(classes)}"
+        )
     return np.array([position[v] for v in values], dtype=np.int64)
 
 
@@ -166,17 +95,27 @@ def evaluation_report(table: pa.Table, classes: Sequence[str]) -> dict[str, Any]
     folds = {}
     for fold in dict.fromkeys(table["fold"].to_pylist()):
         rows = table.filter(pc.equal(table["fold"], fold))
-        folds[fold] = classification_report(_indices(rows, "true", classes), _indices(rows, "predicted", classes), classes)
+        folds[fold] = classification_report(
+            _indices(rows, "true", classes),
+            _indices(rows, "predicted", classes),
+            classes,
+        )
     uars = np.array([r["uar"] for r in folds.values()])
     return {
         "folds": folds,
-        "pooled": classification_report(_indices(table, "true", classes), _indices(table, "predicted", classes), classes),
+        "pooled": classification_report(
+            _indices(table, "true", classes),
+            _indices(table, "predicted", classes),
+            classes,
+        ),
         "fold_uar_mean": float(uars.mean()),
         "fold_uar_std": float(uars.std()),
     }
 
 
-def learning_curve_rows(histories: Mapping[tuple[str, int], Sequence[Any]]) -> list[dict[str, Any]]:
+def learning_curve_rows(
+    histories: Mapping[tuple[str, int], Sequence[Any]],
+) -> list[dict[str, Any]]:
     """One row per (fold, seed, epoch) from the training histories' EpochRecords, for DVC plots."""
     return [
         {"fold": fold, "seed": seed, **dataclasses.asdict(record)}
@@ -187,7 +126,10 @@ def learning_curve_rows(histories: Mapping[tuple[str, int], Sequence[Any]]) -> l
 
 def confusion_rows(table: pa.Table) -> list[dict[str, str]]:
     """{actual, predicted} per clip: the rows DVC's confusion template counts."""
-    return [{"actual": t, "predicted": p} for t, p in zip(table["true"].to_pylist(), table["predicted"].to_pylist())]
+    return [
+        {"actual": t, "predicted": p}
+        for t, p in zip(table["true"].to_pylist(), table["predicted"].to_pylist())
+    ]
 
 
 def recall_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -198,19 +140,29 @@ def recall_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def compare_systems(predictions_a: pa.Table, predictions_b: pa.Table) -> MatchedPairsResult:
+def compare_systems(
+    predictions_a: pa.Table, predictions_b: pa.Table
+) -> MatchedPairsResult:
     """Matched-pairs test of system B (candidate) against A (baseline) on the clips both predicted.
 
     The two tables must cover the same clips, each once, with the same true labels: a test on
     different clips would compare corpora, not systems.
     """
+
     def by_clip(table: pa.Table, name: str) -> dict[str, tuple[str, str]]:
         clips = table["clip_id"].to_pylist()
         if len(set(clips)) != len(clips):
-            raise EvaluateError(f"{name} lists a clip more than once; compare clip-level tables of one evaluation")
-        return dict(zip(clips, zip(table["true"].to_pylist(), table["predicted"].to_pylist())))
+            raise EvaluateError(
+                f"{name} lists a clip more than once; compare clip-level tables of one evaluation"
+            )
+        return dict(
+            zip(clips, zip(table["true"].to_pylist(), table["predicted"].to_pylist()))
+        )
 
-    a, b = by_clip(predictions_a, "predictions_a"), by_clip(predictions_b, "predictions_b")
+    a, b = (
+        by_clip(predictions_a, "predictions_a"),
+        by_clip(predictions_b, "predictions_b"),
+    )
     if set(a) != set(b):
         raise EvaluateError(
             f"the systems predicted different clips ({len(set(a) - set(b))} only in a, {len(set(b) - set(a))} "
@@ -218,9 +170,15 @@ def compare_systems(predictions_a: pa.Table, predictions_b: pa.Table) -> Matched
         )
     clips = sorted(a)
     if any(a[c][0] != b[c][0] for c in clips):
-        raise EvaluateError("the systems disagree on true labels; they were evaluated on different tasks")
-    labels = sorted({a[c][0] for c in clips} | {a[c][1] for c in clips} | {b[c][1] for c in clips})
+        raise EvaluateError(
+            "the systems disagree on true labels; they were evaluated on different tasks"
+        )
+    labels = sorted(
+        {a[c][0] for c in clips} | {a[c][1] for c in clips} | {b[c][1] for c in clips}
+    )
     index = {name: i for i, name in enumerate(labels)}
     return matched_pairs_test(
-        [index[a[c][0]] for c in clips], [index[a[c][1]] for c in clips], [index[b[c][1]] for c in clips]
+        [index[a[c][0]] for c in clips],
+        [index[a[c][1]] for c in clips],
+        [index[b[c][1]] for c in clips],
     )

@@ -3,7 +3,7 @@
 One implementation: a file becomes features through ``tasks.clip``'s compute functions, run with
 the feature settings stored in the checkpoint; they are written as the very Parquet tables ``avemo
 preprocess`` writes (to a temporary folder), read back by ``tasks.learning.datasets.load_features``, and scored by
-``tasks.learning.fit.predict_trained``, as evaluation scores them. A clip that was in the training features
+``tasks.learning.fit.trained_posteriors``, as evaluation scores them. A clip that was in the training features
 therefore gets the evaluation's posteriors.
 
 Timeline. Segment models (``avef``, ``avef_audio``, ``avef_video``) score every kept 655 ms segment, and
@@ -64,20 +64,12 @@ from tasks.clip import (
     compute_faces,
     face_models,
 )
-from tasks.learning.datasets import (
-    Features,
-    TaskLabels,
-    load_features,
-    speaker_standardization,
-)
-from tasks.learning.fit import (
-    Trained,
-    TrainError,
-    load_checkpoint,
-    load_trained,
-    predict_trained,
-)
+from tasks.learning.checkpoints import load_checkpoint, load_trained
+from tasks.learning.features import Features, TaskLabels, load_features
+from tasks.learning.inference import trained_posteriors
 from tasks.learning.metrics import average_posteriors
+from tasks.learning.standardization import speaker_standardization
+from tasks.learning.trained import Trained, TrainError
 from tasks.probe import MediaInfo, ProbeError, probe, sha256_file
 
 # The preprocess sections that shape features; the others (folders, workers, runners) do not.
@@ -386,14 +378,14 @@ def score_clip(
     clip_members, segment_members = [], []
     for member in predictor.members:
         trained = _own_statistics(member, features, clip_id)
-        whole = predict_trained(trained, features, _unlabelled(trained, [clip_id]), [clip_id], batch_size)
+        whole = trained_posteriors(trained, features, _unlabelled(trained, [clip_id]), [clip_id], batch_size)
         clip_members.append(whole.clips.probabilities)
         if whole.segments is not None:
             order = np.argsort(whole.segments.segments, kind="stable")
             segment_members.append(whole.segments.probabilities[order])
         else:
             span_ids = list(spans.clip_ids)
-            scored = predict_trained(trained, spans, _unlabelled(trained, span_ids), span_ids, batch_size)
+            scored = trained_posteriors(trained, spans, _unlabelled(trained, span_ids), span_ids, batch_size)
             segment_members.append(scored.clips.probabilities)
     return average_posteriors(clip_members)[0], average_posteriors(segment_members)
 

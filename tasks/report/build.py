@@ -47,16 +47,12 @@ from avemo.parquet_io import read_table
 from avemo.provenance import git_commit, now_iso
 from models.fbp import AudioEncoder
 from models.registry import get_spec
-from tasks.learning.datasets import (
-    Features,
-    TaskLabels,
-    collate_clips,
-    load_features,
-    make_dataset,
-    speaker_standardization,
-    task_labels,
-)
-from tasks.learning.fit import Trained, load_trained, min_audio_frames, predict_trained
+from tasks.learning.checkpoints import load_trained
+from tasks.learning.datasets import collate_clips, make_dataset
+from tasks.learning.features import Features, TaskLabels, load_features, task_labels
+from tasks.learning.inference import min_audio_frames, trained_posteriors
+from tasks.learning.standardization import speaker_standardization
+from tasks.learning.trained import Trained
 
 log = logging.getLogger("avemo.report")
 
@@ -180,7 +176,7 @@ def analyse_clips(trained: Trained, features: Features, labels: TaskLabels, clip
     clip's segments, through the evaluation's own prediction path.
     """
     if features.kind == "segment":
-        clips = predict_trained(trained, features, labels, clip_ids).clips
+        clips = trained_posteriors(trained, features, labels, clip_ids).clips
         return ClipAnalysis(clips.clip_ids, np.asarray(clips.embeddings, np.float64))
     return clip_model_outputs(trained.model, _dataset(trained, features, labels, clip_ids))
 

@@ -1,0 +1,292 @@
+"""Features on disk -> the arrays one model reads, and the labels of a task.
+
+Two views of one corpus, by the model's input kind:
+
+* clip level (FBP family, baselines): a clip's linear spectrogram (T, bins) and its distinct face
+  embeddings in time order (L, D);
+* segment level (AVEF): every kept 655 ms segment's log-mel image and the rows of its face crops.
+
+Only the columns the model needs are read; a needed modality the folder lacks is refused before any
+feature column is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from avemo import schemas
+from avemo.parquet_io import read_table
+from models.registry import MODALITIES, InputKind, ModalityError
+from tasks.learning.metrics import binary_task_labels
+
+Task = Literal["emotion", "arousal", "valence"]
+
+
+TASKS: tuple[str, ...] = ("emotion", "arousal", "valence")
+
+
+class DatasetError(ValueError):
+    """A features folder, clip list or task that cannot give a dataset."""
+
+
+@dataclass(frozen=True)
+class SegmentArrays:
+    """Every kept segment of the loaded clips, row-aligned."""
+
+    clip_ids: np.ndarray  # (N,) str
+    segments: np.ndarray  # (N,) int, the segment's index within its clip
+    log_mel: (
+        np.ndarray
+    )  # (N, 3, mel bands, frames) float32: [static, delta, delta2] first
+    face_rows: (
+        np.ndarray | None
+    )  # (N, 16) rows of ``crops``; None when video was not loaded
+    crops: np.ndarray | None  # (M, S, S, 3) uint8 face crops of every referenced frame
+
+
+@dataclass(frozen=True)
+class Features:
+    """A corpus's features as far as one model needs them: clip metadata plus its input kind's arrays."""
+
+    clip_ids: tuple[str, ...]
+    speakers: tuple[str, ...]
+    emotions: tuple[str, ...]  # canonical label per clip
+    modalities: frozenset[
+        str
+    ]  # what the folder offers: "audio", and "video" when faces were found
+    kind: InputKind
+    dropped: dict[
+        str, int
+    ]  # reason -> clips left out (e.g. no face frames for a video model)
+    spectrograms: dict[str, np.ndarray] | None = (
+        None  # clip -> (T, bins), clip kind with audio
+    )
+    embeddings: dict[str, np.ndarray] | None = (
+        None  # clip -> (L, D), clip kind with video
+    )
+    segments: SegmentArrays | None = None  # segment kind
+
+    @property
+    def loaded(self) -> frozenset[str]:
+        """The modalities whose arrays were read: those the loading model needs, not all available."""
+        if self.segments is not None:
+            return frozenset(
+                {"audio", *(["video"] if self.segments.crops is not None else [])}
+            )
+        return frozenset(
+            m
+            for m, arrays in (("audio", self.spectrograms), ("video", self.embeddings))
+            if arrays is not None
+        )
+
+
+def available_modalities(features_dir: Path) -> frozenset[str]:
+    """Modalities the folder holds, read from the clip table's flags alone (cheap: no feature columns)."""
+    clips = _read(features_dir, "clips.parquet", ["has_video"])
+    frames_path = Path(features_dir) / "frames.parquet"
+    has_frames = (
+        frames_path.exists() and pq.ParquetFile(frames_path).metadata.num_rows > 0
+    )
+    has_video = has_frames and any(clips["has_video"].to_pylist())
+    return frozenset({"audio", "video"} if has_video else {"audio"})
+
+
+# read_table checks a file's schema name and major version; the sizes given here do not matter.
+_SCHEMAS = {
+    "clips.parquet": schemas.clips_schema(0),
+    "segments.parquet": schemas.segments_schema(0, 0, 0),
+    "frames.parquet": schemas.frames_schema(0, 0),
+}
+
+
+def _read(features_dir: Path, name: str, columns: list[str]) -> pa.Table:
+    path = Path(features_dir) / name
+    if not path.exists():
+        raise DatasetError(
+            f"{path} not found: run `avemo preprocess` to write the features folder first"
+        )
+    return read_table(path, _SCHEMAS[name], columns=columns)
+
+
+def load_features(
+    features_dir: Path, needs: Iterable[str], kind: InputKind = "clip"
+) -> Features:
+    """Read the columns a model of input ``kind`` needing modalities ``needs`` reads, and nothing more.
+
+    Raises :class:`ModalityError` before reading any feature column when a needed modality is absent.
+    With video needed, clips without face frames cannot be used and are left out (counted in ``dropped``).
+    """
+    features_dir = Path(features_dir)
+    needs = frozenset(needs)
+    modalities = available_modalities(features_dir)
+    missing = [m for m in MODALITIES if m in needs - modalities]
+    if missing:
+        raise ModalityError(
+            f"{features_dir} has no {' or '.join(missing)} features (audio only corpus or no face found); "
+            "choose a model that needs audio only, e.g. 'audio' or 'avef_audio'"
+        )
+    meta = _read(
+        features_dir,
+        "clips.parquet",
+        ["clip_id", "speaker", "label", "has_video", "n_face_frames"],
+    ).to_pydict()
+    with_faces = [
+        video and n > 0 for video, n in zip(meta["has_video"], meta["n_face_frames"])
+    ]
+    keep = [i for i, faces in enumerate(with_faces) if faces or "video" not in needs]
+    dropped = (
+        {"no face frames": len(meta["clip_id"]) - len(keep)}
+        if len(keep) < len(meta["clip_id"])
+        else {}
+    )
+    clip_ids = tuple(meta["clip_id"][i] for i in keep)
+    common = dict(
+        clip_ids=clip_ids,
+        speakers=tuple(meta["speaker"][i] for i in keep),
+        emotions=tuple(meta["label"][i] for i in keep),
+        modalities=modalities,
+        kind=kind,
+        dropped=dropped,
+    )
+    wanted = set(clip_ids)
+    if kind == "clip":
+        return Features(
+            **common,
+            spectrograms=_spectrograms(features_dir, wanted)
+            if "audio" in needs
+            else None,
+            embeddings=_embeddings(features_dir, wanted) if "video" in needs else None,
+        )
+    if kind == "segment":
+        return Features(
+            **common, segments=_segments(features_dir, wanted, "video" in needs)
+        )
+    raise DatasetError(f"unknown input kind {kind!r}; use 'clip' or 'segment'")
+
+
+def _spectrograms(features_dir: Path, wanted: set[str]) -> dict[str, np.ndarray]:
+    table = _read(features_dir, "clips.parquet", ["clip_id", "linear_spectrogram"])
+    out = {}
+    for batch in table.to_batches():
+        column = batch.column("linear_spectrogram")
+        offsets = column.offsets.to_numpy()
+        rows = column.values  # FixedSizeListArray: one spectrogram frame per row
+        frames = rows.flatten().to_numpy().reshape(len(rows), rows.type.list_size)
+        for i, clip in enumerate(batch.column("clip_id").to_pylist()):
+            if clip in wanted:
+                out[clip] = frames[offsets[i] : offsets[i + 1]].astype(np.float32)
+    return out
+
+
+def _frames(features_dir: Path, wanted: set[str], columns: list[str]) -> pa.Table:
+    table = _read(features_dir, "frames.parquet", ["clip_id", "frame_index", *columns])
+    table = table.filter(pc.is_in(table["clip_id"], pa.array(sorted(wanted))))
+    return table.sort_by([("clip_id", "ascending"), ("frame_index", "ascending")])
+
+
+def _embeddings(features_dir: Path, wanted: set[str]) -> dict[str, np.ndarray]:
+    """Each clip's distinct face-frame embeddings in time order: the video stream's input."""
+    table = _frames(features_dir, wanted, ["embedding"])
+    column = table["embedding"].combine_chunks()
+    matrix = (
+        column.flatten()
+        .to_numpy()
+        .reshape(len(column), column.type.list_size)
+        .astype(np.float32)
+    )
+    clips = np.asarray(table["clip_id"].to_pylist())
+    return {clip: matrix[clips == clip] for clip in dict.fromkeys(clips.tolist())}
+
+
+def _segments(features_dir: Path, wanted: set[str], with_video: bool) -> SegmentArrays:
+    columns = [
+        "clip_id",
+        "segment",
+        "log_mel",
+        *(["face_frames"] if with_video else []),
+    ]
+    table = _read(features_dir, "segments.parquet", columns)
+    table = table.filter(pc.is_in(table["clip_id"], pa.array(sorted(wanted))))
+    clip_ids = np.asarray(table["clip_id"].to_pylist(), dtype=object)
+    # Stored as mel band x frame x channel; the CNNs want channels first.
+    log_mel = np.ascontiguousarray(
+        table["log_mel"].combine_chunks().to_numpy_ndarray().transpose(0, 3, 1, 2)
+    )
+    face_rows = crops = None
+    if with_video:
+        frames = _frames(features_dir, wanted, ["crop"])
+        crops = frames["crop"].combine_chunks().to_numpy_ndarray()
+        row_of = {
+            key: row
+            for row, key in enumerate(
+                zip(frames["clip_id"].to_pylist(), frames["frame_index"].to_pylist())
+            )
+        }
+        try:
+            face_rows = np.array(
+                [
+                    [row_of[(clip, index)] for index in indices]
+                    for clip, indices in zip(clip_ids, table["face_frames"].to_pylist())
+                ],
+                dtype=np.int64,
+            )
+        except (KeyError, TypeError) as err:
+            raise DatasetError(
+                f"{features_dir}: a segment refers to a face frame missing from frames.parquet ({err}); "
+                "re-run `avemo preprocess` so both files come from one run"
+            ) from err
+    return SegmentArrays(
+        clip_ids=clip_ids,
+        segments=np.asarray(table["segment"].to_numpy(), dtype=np.int64),
+        log_mel=log_mel.astype(np.float32, copy=False),
+        face_rows=face_rows,
+        crops=crops,
+    )
+
+
+@dataclass(frozen=True)
+class TaskLabels:
+    """The classes of a task and each usable clip's class index."""
+
+    task: str
+    classes: tuple[str, ...]
+    index: dict[
+        str, int
+    ]  # clip_id -> class index; clips the task cannot label are absent
+    dropped: dict[str, int]  # emotion -> clips without a label in this task
+
+    def labelled(self, clip_ids: Iterable[str]) -> list[str]:
+        """The clips of ``clip_ids`` this task labels, in the given order."""
+        return [clip for clip in clip_ids if clip in self.index]
+
+
+def task_labels(features: Features, task: Task) -> TaskLabels:
+    """Classes of the whole corpus (not of a fold, so every fold scores the same class list).
+
+    ``emotion``: the sorted canonical emotions present; ``arousal``/``valence``: the AVEF paper's binary
+    mapping, dropping (and counting) the clips whose emotion it does not cover, e.g. neutral.
+    """
+    if task == "emotion":
+        classes = tuple(sorted(set(features.emotions)))
+        return TaskLabels(
+            task,
+            classes,
+            {c: classes.index(e) for c, e in zip(features.clip_ids, features.emotions)},
+            {},
+        )
+    if task in ("arousal", "valence"):
+        binary = binary_task_labels(features.emotions, task)
+        index = {
+            features.clip_ids[k]: int(label)
+            for k, label in zip(binary.kept, binary.labels)
+        }
+        return TaskLabels(task, binary.classes, index, binary.dropped)
+    raise DatasetError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
