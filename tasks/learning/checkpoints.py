@@ -62,19 +62,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise TrainError(
-            f"checkpoint {path} not found; train a model first (avemo train)"
-        ) from None
-    except (
-        Exception
-    ) as err:  # torch raises UnpicklingError and friends for foreign files
-        raise TrainError(
-            f"{path} is not an avemo checkpoint readable without pickled code: {err}"
-        ) from err
+        raise TrainError(f"checkpoint {path} not found; train a model first (avemo train)") from None
+    except Exception as err:  # torch raises UnpicklingError and friends for foreign files
+        raise TrainError(f"{path} is not an avemo checkpoint readable without pickled code: {err}") from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise TrainError(
-            f"{path} is not an avemo checkpoint of format {CHECKPOINT_FORMAT}; re-train the model"
-        )
+        raise TrainError(f"{path} is not an avemo checkpoint of format {CHECKPOINT_FORMAT}; re-train the model")
     return payload["state_dict"], json.loads(payload["meta"])
 
 
@@ -93,14 +85,10 @@ def checkpoint_meta(trained: Trained) -> dict[str, Any]:
     return {
         "avemo_version": avemo.__version__,
         "model": trained.model_name,
-        "hyperparameters": {
-            k: _json_ready(v) for k, v in trained.hyperparameters.items()
-        },
+        "hyperparameters": {k: _json_ready(v) for k, v in trained.hyperparameters.items()},
         "task": trained.task,
         "classes": list(trained.classes),
-        "standardization": trained.standardization.to_json()
-        if trained.standardization
-        else None,
+        "standardization": trained.standardization.to_json() if trained.standardization else None,
         "settings": dataclasses.asdict(trained.settings),
         "history": [dataclasses.asdict(r) for r in trained.history],
         "best_epoch": trained.best_epoch,
@@ -117,10 +105,7 @@ def save_trained(path: Path, trained: Trained) -> None:
 def load_trained(path: Path, device: str = "cpu") -> Trained:
     """Rebuild the model from its registry name and hyper-parameters, load its weights, re-fit the SVM."""
     state, meta = load_checkpoint(path)
-    hyperparameters = {
-        k: tuple(v) if isinstance(v, list) else v
-        for k, v in meta["hyperparameters"].items()
-    }
+    hyperparameters = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["hyperparameters"].items()}
     model = build_model(meta["model"], len(meta["classes"]), **hyperparameters)
     model.load_state_dict(state)
     model.to(resolve_device(device)).eval()
@@ -133,15 +118,11 @@ def load_trained(path: Path, device: str = "cpu") -> Trained:
         model=model,
         task=meta["task"],
         classes=tuple(meta["classes"]),
-        standardization=Standardization.from_json(meta["standardization"])
-        if meta["standardization"]
-        else None,
+        standardization=Standardization.from_json(meta["standardization"]) if meta["standardization"] else None,
         settings=TrainSettings(**meta["settings"]),
         history=[EpochRecord(**r) for r in meta["history"]],
         best_epoch=meta["best_epoch"],
-        transfer=TransferReport(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in transfer.items()}
-        )
+        transfer=TransferReport(**{k: tuple(v) if isinstance(v, list) else v for k, v in transfer.items()})
         if transfer
         else None,
         extra={k: v for k, v in meta.items() if k not in known},

@@ -24,9 +24,7 @@ from tasks.learning.standardization import Standardizer, per_clip_standardizatio
 
 @dataclass(frozen=True)
 class ClipBatch:
-    audio: (
-        Tensor | None
-    )  # (B, T, bins) zero-padded (zero = the training mean after standardisation)
+    audio: Tensor | None  # (B, T, bins) zero-padded (zero = the training mean after standardisation)
     audio_lengths: Tensor | None  # (B,)
     video: Tensor | None  # (B, L, D) zero-padded
     video_lengths: Tensor | None
@@ -36,11 +34,7 @@ class ClipBatch:
     def inputs(self, device: torch.device | str) -> dict[str, Tensor]:
         """Keyword arguments for a clip model: only the modalities loaded."""
         names = ("audio", "audio_lengths", "video", "video_lengths")
-        return {
-            n: getattr(self, n).to(device)
-            for n in names
-            if getattr(self, n) is not None
-        }
+        return {n: getattr(self, n).to(device) for n in names if getattr(self, n) is not None}
 
 
 @dataclass(frozen=True)
@@ -52,16 +46,10 @@ class SegmentBatch:
     segments: list[int]
 
     def inputs(self, device: torch.device | str) -> dict[str, Tensor]:
-        return {
-            n: getattr(self, n).to(device)
-            for n in ("audio", "video")
-            if getattr(self, n) is not None
-        }
+        return {n: getattr(self, n).to(device) for n in ("audio", "video") if getattr(self, n) is not None}
 
 
-def _check_clips(
-    features: Features, labels: TaskLabels, clip_ids: Sequence[str]
-) -> list[str]:
+def _check_clips(features: Features, labels: TaskLabels, clip_ids: Sequence[str]) -> list[str]:
     unknown = [c for c in clip_ids if c not in set(features.clip_ids)]
     if unknown:
         raise DatasetError(
@@ -90,16 +78,12 @@ class Masking:
 
     def __post_init__(self) -> None:
         if self.bands < 0 or self.frames < 0:
-            raise DatasetError(
-                f"mask sizes must be 0 or more, got bands={self.bands}, frames={self.frames}"
-            )
+            raise DatasetError(f"mask sizes must be 0 or more, got bands={self.bands}, frames={self.frames}")
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
 
-    def apply(
-        self, x: np.ndarray, band_axis: int, frame_axis: int, rng: np.random.Generator
-    ) -> np.ndarray:
+    def apply(self, x: np.ndarray, band_axis: int, frame_axis: int, rng: np.random.Generator) -> np.ndarray:
         x = x.copy()
         for axis, widest in ((band_axis, self.bands), (frame_axis, self.frames)):
             width = int(rng.integers(0, min(widest, x.shape[axis]) + 1))
@@ -136,33 +120,21 @@ class ClipDataset(Dataset):
         needs = features.loaded if needs is None else frozenset(needs)
         self.spectrograms = features.spectrograms if "audio" in needs else None
         self.embeddings = features.embeddings if "video" in needs else None
-        if (self.spectrograms is None and "audio" in needs) or (
-            self.embeddings is None and "video" in needs
-        ):
-            raise DatasetError(
-                f"the features were loaded without some of {sorted(needs)}; load them with these needs"
-            )
-        self.standardization = per_clip_standardization(
-            features, self.clip_ids, standardization
-        )
+        if (self.spectrograms is None and "audio" in needs) or (self.embeddings is None and "video" in needs):
+            raise DatasetError(f"the features were loaded without some of {sorted(needs)}; load them with these needs")
+        self.standardization = per_clip_standardization(features, self.clip_ids, standardization)
         self.min_frames = min_frames
 
     def __len__(self) -> int:
         return len(self.clip_ids)
 
-    def __getitem__(
-        self, i: int
-    ) -> tuple[np.ndarray | None, np.ndarray | None, int, str]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray | None, np.ndarray | None, int, str]:
         clip = self.clip_ids[i]
         audio = video = None
         if self.spectrograms is not None:
-            audio = self.standardization[clip].apply(
-                "spectrogram", self.spectrograms[clip]
-            )
+            audio = self.standardization[clip].apply("spectrogram", self.spectrograms[clip])
             if self.masking is not None:
-                audio = self.masking.apply(
-                    audio, band_axis=1, frame_axis=0, rng=self._rng
-                )
+                audio = self.masking.apply(audio, band_axis=1, frame_axis=0, rng=self._rng)
             if len(audio) < self.min_frames:
                 audio = np.pad(audio, ((0, self.min_frames - len(audio)), (0, 0)))
         if self.embeddings is not None:
@@ -172,9 +144,7 @@ class ClipDataset(Dataset):
 
 def _pad(arrays: list[np.ndarray]) -> tuple[Tensor, Tensor]:
     lengths = torch.tensor([len(a) for a in arrays], dtype=torch.int64)
-    out = torch.zeros(
-        len(arrays), int(lengths.max()), arrays[0].shape[1], dtype=torch.float32
-    )
+    out = torch.zeros(len(arrays), int(lengths.max()), arrays[0].shape[1], dtype=torch.float32)
     for row, a in enumerate(arrays):
         out[row, : len(a)] = torch.from_numpy(a)
     return out, lengths
@@ -213,49 +183,30 @@ class SegmentDataset(Dataset):
         self.masking = masking
         self._rng = masking.rng() if masking else None
         if features.segments is None:
-            raise DatasetError(
-                "these features were loaded for clip models; load them with kind='segment'"
-            )
+            raise DatasetError("these features were loaded for clip models; load them with kind='segment'")
         needs = features.loaded if needs is None else frozenset(needs)
         self.arrays = features.segments
         self.rows = np.flatnonzero(np.isin(self.arrays.clip_ids, self.clip_ids))
-        self.labels = np.array(
-            [labels.index[c] for c in self.arrays.clip_ids[self.rows]], dtype=np.int64
-        )
-        self.standardization = per_clip_standardization(
-            features, self.clip_ids, standardization
-        )
+        self.labels = np.array([labels.index[c] for c in self.arrays.clip_ids[self.rows]], dtype=np.int64)
+        self.standardization = per_clip_standardization(features, self.clip_ids, standardization)
         self.with_audio = "audio" in needs
         self.with_video = "video" in needs
         if self.with_video and self.arrays.crops is None:
-            raise DatasetError(
-                "the segments were loaded without face crops; load them with needs including video"
-            )
+            raise DatasetError("the segments were loaded without face crops; load them with needs including video")
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(
-        self, i: int
-    ) -> tuple[np.ndarray | None, np.ndarray | None, int, str, int]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray | None, np.ndarray | None, int, str, int]:
         row = self.rows[i]
         clip = str(self.arrays.clip_ids[row])
-        audio = (
-            self.standardization[clip].apply("log_mel", self.arrays.log_mel[row])
-            if self.with_audio
-            else None
-        )
+        audio = self.standardization[clip].apply("log_mel", self.arrays.log_mel[row]) if self.with_audio else None
         if audio is not None and self.masking is not None:
             audio = self.masking.apply(audio, band_axis=1, frame_axis=2, rng=self._rng)
         video = None
         if self.with_video:
             # (16, S, S, 3) uint8 -> (3, 16, S, S) float in [0, 1], C3D's layout
-            video = (
-                self.arrays.crops[self.arrays.face_rows[row]]
-                .transpose(3, 0, 1, 2)
-                .astype(np.float32)
-                / 255.0
-            )
+            video = self.arrays.crops[self.arrays.face_rows[row]].transpose(3, 0, 1, 2).astype(np.float32) / 255.0
         return audio, video, int(self.labels[i]), clip, int(self.arrays.segments[row])
 
 
@@ -283,12 +234,8 @@ def make_dataset(
 ) -> ClipDataset | SegmentDataset:
     """The dataset of the features' input kind, giving the modalities ``needs`` names."""
     if features.kind == "segment":
-        return SegmentDataset(
-            features, labels, clip_ids, standardization, needs, masking
-        )
-    return ClipDataset(
-        features, labels, clip_ids, standardization, needs, min_frames, masking
-    )
+        return SegmentDataset(features, labels, clip_ids, standardization, needs, masking)
+    return ClipDataset(features, labels, clip_ids, standardization, needs, min_frames, masking)
 
 
 def collate_for(kind: InputKind):

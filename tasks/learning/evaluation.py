@@ -35,9 +35,7 @@ def ensemble(members: Sequence[ClipPredictions]) -> ClipPredictions:
     first = members[0]
     for other in members[1:]:
         if other.clip_ids != first.clip_ids or other.classes != first.classes:
-            raise EvaluateError(
-                "ensemble members must predict the same clips in the same order over the same classes"
-            )
+            raise EvaluateError("ensemble members must predict the same clips in the same order over the same classes")
     return ClipPredictions(
         first.clip_ids,
         first.true,
@@ -46,9 +44,7 @@ def ensemble(members: Sequence[ClipPredictions]) -> ClipPredictions:
     )
 
 
-def predictions_table(
-    predictions: ClipPredictions | SegmentPredictions, fold: str, system: str
-) -> pa.Table:
+def predictions_table(predictions: ClipPredictions | SegmentPredictions, fold: str, system: str) -> pa.Table:
     """One row per clip (or segment): ids, fold, system, true and predicted label, probabilities."""
     classes = np.asarray(predictions.classes, dtype=object)
     n = len(predictions.clip_ids)
@@ -78,9 +74,7 @@ def _indices(table: pa.Table, column: str, classes: Sequence[str]) -> np.ndarray
     values = table[column].to_pylist()
     unknown = sorted(set(values) - set(position))
     if unknown:
-        raise EvaluateError(
-            f"{column} labels {unknown} are not among the classes {list(classes)}"
-        )
+        raise EvaluateError(f"{column} labels {unknown} are not among the classes {list(classes)}")
     return np.array([position[v] for v in values], dtype=np.int64)
 
 
@@ -126,10 +120,7 @@ def learning_curve_rows(
 
 def confusion_rows(table: pa.Table) -> list[dict[str, str]]:
     """{actual, predicted} per clip: the rows DVC's confusion template counts."""
-    return [
-        {"actual": t, "predicted": p}
-        for t, p in zip(table["true"].to_pylist(), table["predicted"].to_pylist())
-    ]
+    return [{"actual": t, "predicted": p} for t, p in zip(table["true"].to_pylist(), table["predicted"].to_pylist())]
 
 
 def recall_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -140,9 +131,7 @@ def recall_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def compare_systems(
-    predictions_a: pa.Table, predictions_b: pa.Table
-) -> MatchedPairsResult:
+def compare_systems(predictions_a: pa.Table, predictions_b: pa.Table) -> MatchedPairsResult:
     """Matched-pairs test of system B (candidate) against A (baseline) on the clips both predicted.
 
     The two tables must cover the same clips, each once, with the same true labels: a test on
@@ -152,12 +141,8 @@ def compare_systems(
     def by_clip(table: pa.Table, name: str) -> dict[str, tuple[str, str]]:
         clips = table["clip_id"].to_pylist()
         if len(set(clips)) != len(clips):
-            raise EvaluateError(
-                f"{name} lists a clip more than once; compare clip-level tables of one evaluation"
-            )
-        return dict(
-            zip(clips, zip(table["true"].to_pylist(), table["predicted"].to_pylist()))
-        )
+            raise EvaluateError(f"{name} lists a clip more than once; compare clip-level tables of one evaluation")
+        return dict(zip(clips, zip(table["true"].to_pylist(), table["predicted"].to_pylist())))
 
     a, b = (
         by_clip(predictions_a, "predictions_a"),
@@ -170,12 +155,8 @@ def compare_systems(
         )
     clips = sorted(a)
     if any(a[c][0] != b[c][0] for c in clips):
-        raise EvaluateError(
-            "the systems disagree on true labels; they were evaluated on different tasks"
-        )
-    labels = sorted(
-        {a[c][0] for c in clips} | {a[c][1] for c in clips} | {b[c][1] for c in clips}
-    )
+        raise EvaluateError("the systems disagree on true labels; they were evaluated on different tasks")
+    labels = sorted({a[c][0] for c in clips} | {a[c][1] for c in clips} | {b[c][1] for c in clips})
     index = {name: i for i, name in enumerate(labels)}
     return matched_pairs_test(
         [index[a[c][0]] for c in clips],

@@ -43,12 +43,8 @@ class SegmentArrays:
 
     clip_ids: np.ndarray  # (N,) str
     segments: np.ndarray  # (N,) int, the segment's index within its clip
-    log_mel: (
-        np.ndarray
-    )  # (N, 3, mel bands, frames) float32: [static, delta, delta2] first
-    face_rows: (
-        np.ndarray | None
-    )  # (N, 16) rows of ``crops``; None when video was not loaded
+    log_mel: np.ndarray  # (N, 3, mel bands, frames) float32: [static, delta, delta2] first
+    face_rows: np.ndarray | None  # (N, 16) rows of ``crops``; None when video was not loaded
     crops: np.ndarray | None  # (M, S, S, 3) uint8 face crops of every referenced frame
 
 
@@ -59,32 +55,20 @@ class Features:
     clip_ids: tuple[str, ...]
     speakers: tuple[str, ...]
     emotions: tuple[str, ...]  # canonical label per clip
-    modalities: frozenset[
-        str
-    ]  # what the folder offers: "audio", and "video" when faces were found
+    modalities: frozenset[str]  # what the folder offers: "audio", and "video" when faces were found
     kind: InputKind
-    dropped: dict[
-        str, int
-    ]  # reason -> clips left out (e.g. no face frames for a video model)
-    spectrograms: dict[str, np.ndarray] | None = (
-        None  # clip -> (T, bins), clip kind with audio
-    )
-    embeddings: dict[str, np.ndarray] | None = (
-        None  # clip -> (L, D), clip kind with video
-    )
+    dropped: dict[str, int]  # reason -> clips left out (e.g. no face frames for a video model)
+    spectrograms: dict[str, np.ndarray] | None = None  # clip -> (T, bins), clip kind with audio
+    embeddings: dict[str, np.ndarray] | None = None  # clip -> (L, D), clip kind with video
     segments: SegmentArrays | None = None  # segment kind
 
     @property
     def loaded(self) -> frozenset[str]:
         """The modalities whose arrays were read: those the loading model needs, not all available."""
         if self.segments is not None:
-            return frozenset(
-                {"audio", *(["video"] if self.segments.crops is not None else [])}
-            )
+            return frozenset({"audio", *(["video"] if self.segments.crops is not None else [])})
         return frozenset(
-            m
-            for m, arrays in (("audio", self.spectrograms), ("video", self.embeddings))
-            if arrays is not None
+            m for m, arrays in (("audio", self.spectrograms), ("video", self.embeddings)) if arrays is not None
         )
 
 
@@ -92,9 +76,7 @@ def available_modalities(features_dir: Path) -> frozenset[str]:
     """Modalities the folder holds, read from the clip table's flags alone (cheap: no feature columns)."""
     clips = _read(features_dir, "clips.parquet", ["has_video"])
     frames_path = Path(features_dir) / "frames.parquet"
-    has_frames = (
-        frames_path.exists() and pq.ParquetFile(frames_path).metadata.num_rows > 0
-    )
+    has_frames = frames_path.exists() and pq.ParquetFile(frames_path).metadata.num_rows > 0
     has_video = has_frames and any(clips["has_video"].to_pylist())
     return frozenset({"audio", "video"} if has_video else {"audio"})
 
@@ -110,15 +92,11 @@ _SCHEMAS = {
 def _read(features_dir: Path, name: str, columns: list[str]) -> pa.Table:
     path = Path(features_dir) / name
     if not path.exists():
-        raise DatasetError(
-            f"{path} not found: run `avemo preprocess` to write the features folder first"
-        )
+        raise DatasetError(f"{path} not found: run `avemo preprocess` to write the features folder first")
     return read_table(path, _SCHEMAS[name], columns=columns)
 
 
-def load_features(
-    features_dir: Path, needs: Iterable[str], kind: InputKind = "clip"
-) -> Features:
+def load_features(features_dir: Path, needs: Iterable[str], kind: InputKind = "clip") -> Features:
     """Read the columns a model of input ``kind`` needing modalities ``needs`` reads, and nothing more.
 
     Raises :class:`ModalityError` before reading any feature column when a needed modality is absent.
@@ -138,15 +116,9 @@ def load_features(
         "clips.parquet",
         ["clip_id", "speaker", "label", "has_video", "n_face_frames"],
     ).to_pydict()
-    with_faces = [
-        video and n > 0 for video, n in zip(meta["has_video"], meta["n_face_frames"])
-    ]
+    with_faces = [video and n > 0 for video, n in zip(meta["has_video"], meta["n_face_frames"])]
     keep = [i for i, faces in enumerate(with_faces) if faces or "video" not in needs]
-    dropped = (
-        {"no face frames": len(meta["clip_id"]) - len(keep)}
-        if len(keep) < len(meta["clip_id"])
-        else {}
-    )
+    dropped = {"no face frames": len(meta["clip_id"]) - len(keep)} if len(keep) < len(meta["clip_id"]) else {}
     clip_ids = tuple(meta["clip_id"][i] for i in keep)
     common = dict(
         clip_ids=clip_ids,
@@ -160,15 +132,11 @@ def load_features(
     if kind == "clip":
         return Features(
             **common,
-            spectrograms=_spectrograms(features_dir, wanted)
-            if "audio" in needs
-            else None,
+            spectrograms=_spectrograms(features_dir, wanted) if "audio" in needs else None,
             embeddings=_embeddings(features_dir, wanted) if "video" in needs else None,
         )
     if kind == "segment":
-        return Features(
-            **common, segments=_segments(features_dir, wanted, "video" in needs)
-        )
+        return Features(**common, segments=_segments(features_dir, wanted, "video" in needs))
     raise DatasetError(f"unknown input kind {kind!r}; use 'clip' or 'segment'")
 
 
@@ -196,12 +164,7 @@ def _embeddings(features_dir: Path, wanted: set[str]) -> dict[str, np.ndarray]:
     """Each clip's distinct face-frame embeddings in time order: the video stream's input."""
     table = _frames(features_dir, wanted, ["embedding"])
     column = table["embedding"].combine_chunks()
-    matrix = (
-        column.flatten()
-        .to_numpy()
-        .reshape(len(column), column.type.list_size)
-        .astype(np.float32)
-    )
+    matrix = column.flatten().to_numpy().reshape(len(column), column.type.list_size).astype(np.float32)
     clips = np.asarray(table["clip_id"].to_pylist())
     return {clip: matrix[clips == clip] for clip in dict.fromkeys(clips.tolist())}
 
@@ -217,18 +180,13 @@ def _segments(features_dir: Path, wanted: set[str], with_video: bool) -> Segment
     table = table.filter(pc.is_in(table["clip_id"], pa.array(sorted(wanted))))
     clip_ids = np.asarray(table["clip_id"].to_pylist(), dtype=object)
     # Stored as mel band x frame x channel; the CNNs want channels first.
-    log_mel = np.ascontiguousarray(
-        table["log_mel"].combine_chunks().to_numpy_ndarray().transpose(0, 3, 1, 2)
-    )
+    log_mel = np.ascontiguousarray(table["log_mel"].combine_chunks().to_numpy_ndarray().transpose(0, 3, 1, 2))
     face_rows = crops = None
     if with_video:
         frames = _frames(features_dir, wanted, ["crop"])
         crops = frames["crop"].combine_chunks().to_numpy_ndarray()
         row_of = {
-            key: row
-            for row, key in enumerate(
-                zip(frames["clip_id"].to_pylist(), frames["frame_index"].to_pylist())
-            )
+            key: row for row, key in enumerate(zip(frames["clip_id"].to_pylist(), frames["frame_index"].to_pylist()))
         }
         try:
             face_rows = np.array(
@@ -258,9 +216,7 @@ class TaskLabels:
 
     task: str
     classes: tuple[str, ...]
-    index: dict[
-        str, int
-    ]  # clip_id -> class index; clips the task cannot label are absent
+    index: dict[str, int]  # clip_id -> class index; clips the task cannot label are absent
     dropped: dict[str, int]  # emotion -> clips without a label in this task
 
     def labelled(self, clip_ids: Iterable[str]) -> list[str]:
@@ -284,9 +240,6 @@ def task_labels(features: Features, task: Task) -> TaskLabels:
         )
     if task in ("arousal", "valence"):
         binary = binary_task_labels(features.emotions, task)
-        index = {
-            features.clip_ids[k]: int(label)
-            for k, label in zip(binary.kept, binary.labels)
-        }
+        index = {features.clip_ids[k]: int(label) for k, label in zip(binary.kept, binary.labels)}
         return TaskLabels(task, binary.classes, index, binary.dropped)
     raise DatasetError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")

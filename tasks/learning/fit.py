@@ -72,9 +72,7 @@ def _deterministic(device: torch.device):
         torch.use_deterministic_algorithms(previous)
 
 
-def transfer_parameters(
-    model: nn.Module, checkpoint: Path, trainable: Sequence[str] | None
-) -> TransferReport:
+def transfer_parameters(model: nn.Module, checkpoint: Path, trainable: Sequence[str] | None) -> TransferReport:
     """Load the parameters of ``checkpoint`` whose names and shapes match; freeze all but ``trainable``.
 
     ``trainable`` lists parameter-name prefixes (e.g. ``["dbn.", "audio_net.fc"]``); None trains all.
@@ -93,9 +91,7 @@ def transfer_parameters(
         names = [name for name, _ in model.named_parameters()]
         unmatched = [p for p in trainable if not any(n.startswith(p) for n in names)]
         if unmatched:
-            raise TrainError(
-                f"trainable prefixes {unmatched} match no parameter; names start with e.g. {names[:3]}"
-            )
+            raise TrainError(f"trainable prefixes {unmatched} match no parameter; names start with e.g. {names[:3]}")
         for name, parameter in model.named_parameters():
             if not any(name.startswith(p) for p in trainable):
                 parameter.requires_grad_(False)
@@ -108,16 +104,10 @@ def transfer_parameters(
     )
 
 
-def _optimizer(
-    parameters: list[nn.Parameter], settings: TrainSettings
-) -> torch.optim.Optimizer:
+def _optimizer(parameters: list[nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(
-            parameters, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay
-        )
-    return torch.optim.AdamW(
-        parameters, lr=settings.lr, weight_decay=settings.weight_decay
-    )
+        return torch.optim.SGD(parameters, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay)
+    return torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
 def _validation_scores(predictions: Predictions) -> tuple[float, float, float]:
@@ -135,22 +125,16 @@ def _validation_scores(predictions: Predictions) -> tuple[float, float, float]:
     )
 
 
-def _pretrain_dbn(
-    model: AVEF, loader: DataLoader, settings: TrainSettings, device: torch.device
-) -> list[float]:
+def _pretrain_dbn(model: AVEF, loader: DataLoader, settings: TrainSettings, device: torch.device) -> list[float]:
     """The DBN's RBMs on the training segments' visible vectors from the (not yet tuned) CNNs."""
     model.eval()
     model.visible_norm.train()  # standardise with batch statistics: the running ones are not learnt yet
     with torch.no_grad():
         visible = [model.visible(**batch.inputs(device)) for batch in loader]
-    return pretrain_dbn(
-        model.dbn, visible, settings.dbn_pretrain_epochs, settings.dbn_pretrain_lr
-    )
+    return pretrain_dbn(model.dbn, visible, settings.dbn_pretrain_epochs, settings.dbn_pretrain_lr)
 
 
-def _train_loader(
-    dataset: Dataset, collate: Callable, settings: TrainSettings, world: World
-) -> DataLoader:
+def _train_loader(dataset: Dataset, collate: Callable, settings: TrainSettings, world: World) -> DataLoader:
     """Shuffled batches of ``settings.batch_size`` items, the same on every process (same seed), each
     process loading its share of each; an empty share (a short last batch) comes out as None."""
     if settings.batch_size < world.size or len(dataset) < world.size:
@@ -160,9 +144,7 @@ def _train_loader(
         )
     generator = torch.Generator().manual_seed(settings.seed)
     # The DataLoader draws from the generator too: one process shuffles exactly as shuffle=True would.
-    batches = ShardedBatchSampler(
-        RandomSampler(dataset, generator=generator), settings.batch_size, world
-    )
+    batches = ShardedBatchSampler(RandomSampler(dataset, generator=generator), settings.batch_size, world)
     return DataLoader(
         dataset,
         batch_sampler=batches,
@@ -190,9 +172,7 @@ def _train_epoch(
     model.train()
     total, previous = 0.0, None
     for batch in loader:
-        if (
-            batch is None
-        ):  # an empty share: a pass that counts for nothing keeps DDP's all-reduce in step
+        if batch is None:  # an empty share: a pass that counts for nothing keeps DDP's all-reduce in step
             batch, counted = previous, 0.0
         else:
             previous, counted = batch, 1.0
@@ -202,24 +182,17 @@ def _train_epoch(
             if criterion.weight is not None
             else torch.tensor(float(len(labels)), device=device)
         )
-        share = (
-            torch.stack([weight, torch.tensor(float(len(labels)), device=device)])
-            * counted
-        )
+        share = torch.stack([weight, torch.tensor(float(len(labels)), device=device)]) * counted
         batch_weight, batch_size = all_reduce_sum(share.clone()).tolist()
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(
-            device.type, dtype=torch.float16, enabled=scaler.is_enabled()
-        ):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
             mean = criterion(model(**batch.inputs(device)).float(), labels)
         loss = mean * (share[0] * world.size / batch_weight)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         total += loss.item() / world.size * batch_size
-    return all_reduce_sum(
-        torch.tensor(total, dtype=torch.float64, device=device)
-    ).item() / len(loader.dataset)
+    return all_reduce_sum(torch.tensor(total, dtype=torch.float64, device=device)).item() / len(loader.dataset)
 
 
 def fit(
@@ -252,22 +225,14 @@ def fit(
     device = process_device(settings.device)
     torch.manual_seed(settings.seed)
     with _deterministic(device):
-        model = build_model(model_name, len(labels.classes), **hyperparameters).to(
-            device
-        )
-        transfer = (
-            transfer_parameters(model, init_from, trainable)
-            if init_from is not None
-            else None
-        )
+        model = build_model(model_name, len(labels.classes), **hyperparameters).to(device)
+        transfer = transfer_parameters(model, init_from, trainable) if init_from is not None else None
         if settings.speaker_normalisation:
             standardization = None
             train_stats = speaker_standardization(features, train_clips)
             val_stats = speaker_standardization(features, val_clips)
         else:
-            standardization = train_stats = val_stats = fit_standardization(
-                features, train_clips
-            )
+            standardization = train_stats = val_stats = fit_standardization(features, train_clips)
         min_frames = min_audio_frames(model)
         masking = (
             Masking(
@@ -278,61 +243,31 @@ def fit(
             if settings.mask_bands or settings.mask_frames
             else None
         )
-        train_set = make_dataset(
-            features, labels, train_clips, train_stats, spec.needs, min_frames, masking
-        )
-        val_set = (
-            make_dataset(features, labels, val_clips, val_stats, spec.needs, min_frames)
-            if val_clips
-            else None
-        )
+        train_set = make_dataset(features, labels, train_clips, train_stats, spec.needs, min_frames, masking)
+        val_set = make_dataset(features, labels, val_clips, val_stats, spec.needs, min_frames) if val_clips else None
         collate = collate_for(features.kind)
         loader = _train_loader(train_set, collate, settings, world)
         if isinstance(model, AVEF) and settings.dbn_pretrain_epochs:
-            _pretrain_dbn(
-                model, DataLoader(train_set, 64, collate_fn=collate), settings, device
-            )
-        if (
-            world.rank
-        ):  # dropout masks of its own (rank 0 keeps the single-process stream)
+            _pretrain_dbn(model, DataLoader(train_set, 64, collate_fn=collate), settings, device)
+        if world.rank:  # dropout masks of its own (rank 0 keeps the single-process stream)
             torch.manual_seed(rank_seed(settings.seed, world.rank))
-        training = data_parallel(
-            model, device
-        )  # logits; rank 0's weights on every process under DDP
-        weights = (
-            class_weights(train_set.labels, len(labels.classes))
-            if settings.class_weighting
-            else None
-        )
-        criterion = nn.CrossEntropyLoss(
-            weight=torch.from_numpy(weights).to(device) if weights is not None else None
-        )
-        optimizer = _optimizer(
-            [p for p in model.parameters() if p.requires_grad], settings
-        )
-        scaler = torch.amp.GradScaler(
-            device.type, enabled=device.type == "cuda"
-        )  # mixed precision on CUDA only
+        training = data_parallel(model, device)  # logits; rank 0's weights on every process under DDP
+        weights = class_weights(train_set.labels, len(labels.classes)) if settings.class_weighting else None
+        criterion = nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(device) if weights is not None else None)
+        optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], settings)
+        scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")  # mixed precision on CUDA only
 
         history: list[EpochRecord] = []
         best_key, best_state, best_epoch = None, None, settings.epochs
         for epoch in range(1, settings.epochs + 1):
             started = time.perf_counter()
-            train_loss = _train_epoch(
-                training, loader, criterion, optimizer, scaler, device, world
-            )
+            train_loss = _train_epoch(training, loader, criterion, optimizer, scaler, device, world)
             scores = (None, None, None)
-            if (
-                val_set is not None
-            ):  # on rank 0; all ranks then take the same early-stopping decisions
+            if val_set is not None:  # on rank 0; all ranks then take the same early-stopping decisions
                 scores = from_main(
-                    lambda: _validation_scores(
-                        model_posteriors(model, val_set, labels.classes, device=device)
-                    )
+                    lambda: _validation_scores(model_posteriors(model, val_set, labels.classes, device=device))
                 )
-            record = EpochRecord(
-                epoch, train_loss, *scores, time.perf_counter() - started
-            )
+            record = EpochRecord(epoch, train_loss, *scores, time.perf_counter() - started)
             history.append(record)
             if progress is not None:
                 progress(record)
@@ -356,11 +291,7 @@ def fit(
             history, best_epoch, transfer=transfer,
         )  # fmt: skip
         if model_name == "avef":
-            unmasked = make_dataset(
-                features, labels, train_clips, train_stats, spec.needs
-            )
-            pooled = model_posteriors(
-                model, unmasked, labels.classes, device=device
-            ).clips
+            unmasked = make_dataset(features, labels, train_clips, train_stats, spec.needs)
+            pooled = model_posteriors(model, unmasked, labels.classes, device=device).clips
             fit_clip_svm(trained, pooled.embeddings, pooled.true)
     return trained

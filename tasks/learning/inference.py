@@ -39,9 +39,7 @@ class ClipPredictions:
     true: np.ndarray  # (n,) class indices
     probabilities: np.ndarray  # (n, classes), rows summing to 1
     classes: tuple[str, ...]
-    embeddings: np.ndarray | None = (
-        None  # (n, E) segment embeddings pooled per clip (segment models)
-    )
+    embeddings: np.ndarray | None = None  # (n, E) segment embeddings pooled per clip (segment models)
 
     @property
     def predicted(self) -> np.ndarray:
@@ -104,9 +102,7 @@ def model_posteriors(
     classes = tuple(classes)
     if not segment_level:
         return Predictions(
-            ClipPredictions(
-                tuple(clip_ids), dataset.labels.copy(), probabilities, classes
-            ),
+            ClipPredictions(tuple(clip_ids), dataset.labels.copy(), probabilities, classes),
             None,
         )
 
@@ -121,9 +117,7 @@ def model_posteriors(
     _, pooled = average_pool_segments(np.concatenate(hidden), clip_ids)
     if clip_svm is not None:
         clip_posteriors = _svm_posteriors(clip_svm, pooled, len(classes))
-    label_of = dict(
-        zip(clip_ids, dataset.labels)
-    )  # every segment carries its clip's label
+    label_of = dict(zip(clip_ids, dataset.labels))  # every segment carries its clip's label
     true = np.array([label_of[clip] for clip in clips], dtype=np.int64)
     return Predictions(
         ClipPredictions(tuple(clips), true, clip_posteriors, classes, pooled),
@@ -154,9 +148,7 @@ def trained_posteriors(
         )
     needs = get_spec(trained.model_name).needs
     stats = trained.standardization or speaker_standardization(features, clip_ids)
-    dataset = make_dataset(
-        features, labels, clip_ids, stats, needs, min_audio_frames(trained.model)
-    )
+    dataset = make_dataset(features, labels, clip_ids, stats, needs, min_audio_frames(trained.model))
     device = next(trained.model.parameters()).device
     return model_posteriors(
         trained.model,

@@ -36,9 +36,7 @@ def _checked_labels(
         raise MetricsError("no clips to score: y_true is empty")
     for name, labels in (("y_true", true), ("y_pred", pred)):
         if not np.issubdtype(labels.dtype, np.integer):
-            raise MetricsError(
-                f"{name} must hold integer class indices, got dtype {labels.dtype}"
-            )
+            raise MetricsError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
         outside = labels[(labels < 0) | (labels >= n_classes)]
         if outside.size:
             raise MetricsError(
@@ -59,9 +57,7 @@ def confusion_matrix(
     return counts
 
 
-def accuracy(
-    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray
-) -> float:
+def accuracy(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> float:
     """Share of clips classified correctly: what the papers call accuracy or weighted accuracy (WA)."""
     true = np.asarray(y_true)
     pred = np.asarray(y_pred)
@@ -129,9 +125,7 @@ def classification_report(
         "uar": unweighted_average_recall(confusion),
         "macro_f1": macro_f1(confusion),
         "classes": list(classes),
-        "classes_absent_from_truth": [
-            name for name, count in zip(classes, support) if count == 0
-        ],
+        "classes_absent_from_truth": [name for name, count in zip(classes, support) if count == 0],
         "per_class": {
             name: {
                 "support": int(support[i]),
@@ -147,9 +141,7 @@ def classification_report(
 
 @dataclass(frozen=True)
 class MatchedPairsResult:
-    statistic: (
-        float  # W; positive when the candidate makes fewer errors than the baseline
-    )
+    statistic: float  # W; positive when the candidate makes fewer errors than the baseline
     p_value: float  # one-tailed, H1: the candidate is better
     better: Literal["baseline", "candidate", "tie"]
     n_clips: int
@@ -174,11 +166,7 @@ def matched_pairs_test(
     presumably finer than clips; pass per-segment predictions to test at that level.
     """
     true = np.asarray(y_true)
-    if (
-        not (true.shape == np.shape(baseline_pred) == np.shape(candidate_pred))
-        or true.ndim != 1
-        or true.size < 2
-    ):
+    if not (true.shape == np.shape(baseline_pred) == np.shape(candidate_pred)) or true.ndim != 1 or true.size < 2:
         raise MetricsError(
             "y_true, baseline_pred and candidate_pred must be 1-D, of one length and hold at least 2 clips, "
             f"got shapes {true.shape}, {np.shape(baseline_pred)} and {np.shape(candidate_pred)}"
@@ -213,26 +201,18 @@ BINARY_CLASSES: dict[str, tuple[str, str]] = {
 class BinaryTaskLabels:
     classes: tuple[str, str]
     labels: np.ndarray  # int indices into classes, one per kept clip
-    kept: (
-        np.ndarray
-    )  # positions in the input of the clips kept, to select their features and ids
-    dropped: dict[
-        str, int
-    ]  # emotion -> clips dropped because the task gives it no binary label
+    kept: np.ndarray  # positions in the input of the clips kept, to select their features and ids
+    dropped: dict[str, int]  # emotion -> clips dropped because the task gives it no binary label
 
 
-def binary_task_labels(
-    emotions: Sequence[str], task: Literal["arousal", "valence"]
-) -> BinaryTaskLabels:
+def binary_task_labels(emotions: Sequence[str], task: Literal["arousal", "valence"]) -> BinaryTaskLabels:
     """Map emotions to the AVEF paper's binary arousal or valence task (its Table 2, ``avemo.labels``).
 
     Emotions the table leaves out (e.g. neutral) have no binary label: their clips are dropped, and
     counted in ``dropped`` so a report can say how much of the corpus the task scores.
     """
     if task not in BINARY_CLASSES:
-        raise MetricsError(
-            f"unknown binary task {task!r}; use one of {sorted(BINARY_CLASSES)}"
-        )
+        raise MetricsError(f"unknown binary task {task!r}; use one of {sorted(BINARY_CLASSES)}")
     mapping = AROUSAL if task == "arousal" else VALENCE
     classes = BINARY_CLASSES[task]
     kept = [i for i, emotion in enumerate(emotions) if emotion in mapping]
@@ -242,31 +222,23 @@ def binary_task_labels(
             dropped[emotion] = dropped.get(emotion, 0) + 1
     return BinaryTaskLabels(
         classes=classes,
-        labels=np.array(
-            [classes.index(mapping[emotions[i]]) for i in kept], dtype=np.int64
-        ),
+        labels=np.array([classes.index(mapping[emotions[i]]) for i in kept], dtype=np.int64),
         kept=np.array(kept, dtype=np.int64),
         dropped=dropped,
     )
 
 
-def average_posteriors(
-    posteriors: Sequence[np.ndarray], atol: float = 1e-4
-) -> np.ndarray:
+def average_posteriors(posteriors: Sequence[np.ndarray], atol: float = 1e-4) -> np.ndarray:
     """Ensemble of N models by the mean of their class posteriors, (clips, classes) each in one class order.
 
     Averaging probabilities rather than logits keeps every model's vote on the same scale; the rows are
     checked to be distributions so raw logits are not averaged by mistake.
     """
     if not posteriors:
-        raise MetricsError(
-            "no posteriors to average: pass at least one model's (clips, classes) array"
-        )
+        raise MetricsError("no posteriors to average: pass at least one model's (clips, classes) array")
     shapes = [np.shape(p) for p in posteriors]
     if len(set(shapes)) != 1 or len(shapes[0]) != 2:
-        raise MetricsError(
-            f"posteriors must all be (clips, classes) arrays of one shape, got shapes {shapes}"
-        )
+        raise MetricsError(f"posteriors must all be (clips, classes) arrays of one shape, got shapes {shapes}")
     stacked = np.stack([np.asarray(p, dtype=np.float64) for p in posteriors])
     row_sums = stacked.sum(axis=2)
     if (stacked < 0).any() or not np.allclose(row_sums, 1.0, atol=atol):

@@ -36,9 +36,7 @@ class Fold:
     clips_by_speaker: Mapping[str, tuple[str, ...]]
 
     def _clips(self, speakers: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(
-            clip for speaker in speakers for clip in self.clips_by_speaker[speaker]
-        )
+        return tuple(clip for speaker in speakers for clip in self.clips_by_speaker[speaker])
 
     @property
     def train_clips(self) -> tuple[str, ...]:
@@ -60,17 +58,11 @@ class Fold:
         }[role]
 
 
-def _group_clips(
-    speakers_per_clip: Sequence[str], clip_ids: Sequence[str]
-) -> dict[str, tuple[str, ...]]:
+def _group_clips(speakers_per_clip: Sequence[str], clip_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """Clips of each speaker (ids compared as strings, so 1001 and "1001" are one speaker)."""
     if len(speakers_per_clip) != len(clip_ids):
-        raise SplitError(
-            f"got {len(speakers_per_clip)} speakers for {len(clip_ids)} clips; pass one speaker per clip"
-        )
-    repeated = sorted(
-        str(clip) for clip, count in Counter(clip_ids).items() if count > 1
-    )
+        raise SplitError(f"got {len(speakers_per_clip)} speakers for {len(clip_ids)} clips; pass one speaker per clip")
+    repeated = sorted(str(clip) for clip, count in Counter(clip_ids).items() if count > 1)
     if repeated:
         raise SplitError(f"clip ids must be unique, repeated: {repeated[:5]}")
     grouped: dict[str, list[str]] = {}
@@ -94,11 +86,7 @@ def _fold(
             f"fold {name}: {len(rest)} speakers outside the test set cannot give {val_count} validation "
             "speakers and at least 1 training speaker; lower val_speakers or k"
         )
-    val = (
-        set(rng.choice(rest, size=val_count, replace=False).tolist())
-        if val_count
-        else set()
-    )
+    val = set(rng.choice(rest, size=val_count, replace=False).tolist()) if val_count else set()
     return Fold(
         name=name,
         train_speakers=tuple(speaker for speaker in rest if speaker not in val),
@@ -108,9 +96,7 @@ def _fold(
     )
 
 
-def _balanced_groups(
-    clips_by_speaker: Mapping[str, tuple[str, ...]], k: int, seed: int
-) -> list[list[str]]:
+def _balanced_groups(clips_by_speaker: Mapping[str, tuple[str, ...]], k: int, seed: int) -> list[list[str]]:
     """k speaker groups of near-equal clip counts: largest speaker first into the lightest group.
 
     The seeded shuffle only orders speakers with equal clip counts, so another seed gives another
@@ -118,9 +104,7 @@ def _balanced_groups(
     """
     speakers = list(clips_by_speaker)
     np.random.default_rng(seed).shuffle(speakers)
-    speakers.sort(
-        key=lambda speaker: -len(clips_by_speaker[speaker])
-    )  # stable: keeps shuffled ties
+    speakers.sort(key=lambda speaker: -len(clips_by_speaker[speaker]))  # stable: keeps shuffled ties
     groups: list[list[str]] = [[] for _ in range(k)]
     loads = [0] * k
     for speaker in speakers:
@@ -130,23 +114,14 @@ def _balanced_groups(
     return groups
 
 
-def _share_counts(
-    n_speakers: int, shares: tuple[float, float, float]
-) -> tuple[int, int, int]:
+def _share_counts(n_speakers: int, shares: tuple[float, float, float]) -> tuple[int, int, int]:
     """Speakers per role for train/validation/test shares; a positive share gets at least 1 speaker."""
-    if (
-        len(shares) != 3
-        or min(shares) < 0
-        or not np.isclose(sum(shares), 1.0)
-        or shares[2] == 0
-    ):
+    if len(shares) != 3 or min(shares) < 0 or not np.isclose(sum(shares), 1.0) or shares[2] == 0:
         raise SplitError(
             f"shares must be three non-negative train/validation/test fractions summing to 1 with a test "
             f"share above 0, got {shares}"
         )
-    val, test = (
-        max(1, round(share * n_speakers)) if share > 0 else 0 for share in shares[1:]
-    )
+    val, test = (max(1, round(share * n_speakers)) if share > 0 else 0 for share in shares[1:])
     if n_speakers - val - test < 1:
         raise SplitError(
             f"{n_speakers} speakers cannot give {val} validation, {test} test and at least 1 training "
@@ -180,9 +155,7 @@ def make_folds(
         raise SplitError(f"val_speakers must be 0 or more, got {val_speakers}")
     if scheme == "loso":
         if len(speakers) < 2:
-            raise SplitError(
-                f"leave-one-speaker-out needs at least 2 speakers, got {len(speakers)}: {speakers}"
-            )
+            raise SplitError(f"leave-one-speaker-out needs at least 2 speakers, got {len(speakers)}: {speakers}")
         return [
             _fold(
                 f"loso-{speaker}",
@@ -234,10 +207,7 @@ def fixed_split(
 ) -> Fold:
     """One fold from explicit speaker lists, e.g. a corpus's published split; every speaker in one list."""
     clips_by_speaker = _group_clips(speakers_per_clip, clip_ids)
-    lists = {
-        role: [str(s) for s in speakers]
-        for role, speakers in zip(ROLES, (train, validation, test))
-    }
+    lists = {role: [str(s) for s in speakers] for role, speakers in zip(ROLES, (train, validation, test))}
     named = Counter(speaker for speakers in lists.values() for speaker in speakers)
     repeated = sorted(speaker for speaker, count in named.items() if count > 1)
     unknown = sorted(set(named) - set(clips_by_speaker))
@@ -267,6 +237,4 @@ def folds_table(folds: Sequence[Fold]) -> pa.Table:
         for clip in fold.clips_by_speaker[speaker]
     ]
     columns = list(zip(*rows)) if rows else [(), (), (), ()]
-    return pa.Table.from_arrays(
-        [pa.array(c, pa.string()) for c in columns], schema=FOLDS
-    )
+    return pa.Table.from_arrays([pa.array(c, pa.string()) for c in columns], schema=FOLDS)

@@ -34,10 +34,7 @@ class Standardization:
         return ((x - mean) / std).astype(np.float32)
 
     def to_json(self) -> dict[str, dict[str, list]]:
-        return {
-            name: {"mean": mean.tolist(), "std": std.tolist()}
-            for name, (mean, std) in self.stats.items()
-        }
+        return {name: {"mean": mean.tolist(), "std": std.tolist()} for name, (mean, std) in self.stats.items()}
 
     @classmethod
     def from_json(cls, doc: dict[str, dict[str, list]]) -> Standardization:
@@ -58,33 +55,23 @@ def _mean_std(x: np.ndarray, axis: tuple[int, ...]) -> tuple[np.ndarray, np.ndar
     return mean.astype(np.float32), np.where(std < MIN_STD, 1.0, std).astype(np.float32)
 
 
-def fit_standardization(
-    features: Features, train_clips: Sequence[str]
-) -> Standardization:
+def fit_standardization(features: Features, train_clips: Sequence[str]) -> Standardization:
     """Statistics of every loaded feature over the training clips only."""
     if not train_clips:
         raise DatasetError("no training clips to fit the standardisation on")
     stats = {}
     if features.spectrograms is not None:
-        stats["spectrogram"] = _mean_std(
-            np.concatenate([features.spectrograms[c] for c in train_clips]), (0,)
-        )
+        stats["spectrogram"] = _mean_std(np.concatenate([features.spectrograms[c] for c in train_clips]), (0,))
     if features.embeddings is not None:
-        stats["embedding"] = _mean_std(
-            np.concatenate([features.embeddings[c] for c in train_clips]), (0,)
-        )
+        stats["embedding"] = _mean_std(np.concatenate([features.embeddings[c] for c in train_clips]), (0,))
     if features.segments is not None:
         rows = np.isin(features.segments.clip_ids, list(train_clips))
-        mean, std = _mean_std(
-            features.segments.log_mel[rows], (0, 3)
-        )  # per channel and mel band
+        mean, std = _mean_std(features.segments.log_mel[rows], (0, 3))  # per channel and mel band
         stats["log_mel"] = (mean[..., None], std[..., None])
     return Standardization(stats)
 
 
-def speaker_standardization(
-    features: Features, clip_ids: Sequence[str]
-) -> dict[str, Standardization]:
+def speaker_standardization(features: Features, clip_ids: Sequence[str]) -> dict[str, Standardization]:
     """One standardisation per speaker, each fitted on that speaker's clips among ``clip_ids``.
 
     Speaker normalisation: removing each voice's own level and spread leaves less speaker and more
@@ -95,15 +82,10 @@ def speaker_standardization(
     by_speaker: dict[str, list[str]] = {}
     for clip in clip_ids:
         by_speaker.setdefault(speaker_of[clip], []).append(clip)
-    return {
-        speaker: fit_standardization(features, clips)
-        for speaker, clips in by_speaker.items()
-    }
+    return {speaker: fit_standardization(features, clips) for speaker, clips in by_speaker.items()}
 
 
-Standardizer = (
-    Standardization | Mapping[str, Standardization]
-)  # one for all clips, or one per speaker
+Standardizer = Standardization | Mapping[str, Standardization]  # one for all clips, or one per speaker
 
 
 def per_clip_standardization(
@@ -114,7 +96,5 @@ def per_clip_standardization(
     speaker_of = dict(zip(features.clip_ids, features.speakers))
     missing = sorted({speaker_of[c] for c in clip_ids} - set(standardization))
     if missing:
-        raise DatasetError(
-            f"no standardisation for speakers {missing}; fit one per speaker of the clips given"
-        )
+        raise DatasetError(f"no standardisation for speakers {missing}; fit one per speaker of the clips given")
     return {clip: standardization[speaker_of[clip]] for clip in clip_ids}

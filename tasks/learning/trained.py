@@ -32,40 +32,24 @@ class TrainSettings:
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    optimizer: Literal["sgd", "adam"] = (
-        "adam"  # adam: AdamW (decoupled weight decay); sgd: momentum 0.9
-    )
+    optimizer: Literal["sgd", "adam"] = "adam"  # adam: AdamW (decoupled weight decay); sgd: momentum 0.9
     patience: int = 10  # epochs without a better validation UAR before stopping
-    class_weighting: bool = (
-        True  # cross entropy weighted by inverse training class frequency
-    )
+    class_weighting: bool = True  # cross entropy weighted by inverse training class frequency
     seed: int = 0
     device: str = "auto"  # auto (CUDA if available) | cpu | cuda | cuda:N
-    dbn_pretrain_epochs: int = (
-        0  # avef: greedy CD-1 RBM pre-training of the DBN first; 0 = none
-    )
+    dbn_pretrain_epochs: int = 0  # avef: greedy CD-1 RBM pre-training of the DBN first; 0 = none
     dbn_pretrain_lr: float = 0.01
     svm_degree: int = 3  # avef's clip-level polynomial SVM
     svm_C: float = 1.0
-    mask_bands: int = (
-        0  # training augmentation: widest block of mel bands / spectrogram bins masked
-    )
-    mask_frames: int = (
-        0  # and of frames (tasks.learning.datasets.Masking); 0 and 0 = no augmentation
-    )
-    speaker_normalisation: bool = (
-        False  # standardise each speaker on its own clips, test speakers included
-    )
+    mask_bands: int = 0  # training augmentation: widest block of mel bands / spectrogram bins masked
+    mask_frames: int = 0  # and of frames (tasks.learning.datasets.Masking); 0 and 0 = no augmentation
+    speaker_normalisation: bool = False  # standardise each speaker on its own clips, test speakers included
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:
-            raise TrainError(
-                f"epochs, batch_size and patience must be >= 1 and lr > 0, got {self}"
-            )
+            raise TrainError(f"epochs, batch_size and patience must be >= 1 and lr > 0, got {self}")
         if self.optimizer not in ("sgd", "adam"):
-            raise TrainError(
-                f"unknown optimizer {self.optimizer!r}; use 'sgd' or 'adam'"
-            )
+            raise TrainError(f"unknown optimizer {self.optimizer!r}; use 'sgd' or 'adam'")
 
 
 @dataclass(frozen=True)
@@ -82,9 +66,7 @@ class EpochRecord:
 class TransferReport:
     source: str
     loaded: tuple[str, ...]  # parameters taken from the source checkpoint
-    reinitialised: tuple[
-        str, ...
-    ]  # absent there or of another shape (e.g. a head for other classes)
+    reinitialised: tuple[str, ...]  # absent there or of another shape (e.g. a head for other classes)
     frozen: tuple[str, ...]  # not trained here
 
 
@@ -97,20 +79,14 @@ class Trained:
     model: nn.Module
     task: str
     classes: tuple[str, ...]
-    standardization: (
-        Standardization | None
-    )  # None: per speaker, fitted on the clips predicted
+    standardization: Standardization | None  # None: per speaker, fitted on the clips predicted
     settings: TrainSettings
     history: list[EpochRecord]
     best_epoch: int
     clip_svm: ClipSVM | None = None
-    svm_training: tuple[np.ndarray, np.ndarray] | None = (
-        None  # pooled training embeddings, labels
-    )
+    svm_training: tuple[np.ndarray, np.ndarray] | None = None  # pooled training embeddings, labels
     transfer: TransferReport | None = None
-    extra: dict[str, Any] = dataclasses.field(
-        default_factory=dict
-    )  # fold, feature parameters, ...
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # fold, feature parameters, ...
 
 
 def fit_clip_svm(trained: Trained, embeddings: np.ndarray, labels: np.ndarray) -> None:
