@@ -33,8 +33,9 @@ from tasks.audio.spectrograms import linear_spectrogram, log_mel_frames, segment
 from tasks.audio.vad import vad_decisions
 from tasks.demux import DemuxError, load_audio
 from tasks.probe import MediaInfo
+from tasks.video import FaceError
 from tasks.video.embeddings import FaceEmbedder, load_face_embedder
-from tasks.video.faces import FaceDetector, FaceError, detect_clip_faces
+from tasks.video.faces import FaceDetector, detect_clip_faces
 
 # The modules whose code shapes each stage's result: editing one invalidates that stage's cache.
 AUDIO_CODE = ("tasks.clip", "tasks.demux", "tasks.audio.vad", "tasks.audio.segment", "tasks.audio.preemphasis", "tasks.audio.spectrograms")

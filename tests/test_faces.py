@@ -29,6 +29,9 @@ from tasks.video.faces import (
     interpolate_track,
     iou,
     key_frames,
+)
+from tasks.video.frame_rule import segment_frame_indices
+from tasks.video.mtcnn import (
     level_crops,
     level_span,
     pnet_proposals,
@@ -36,7 +39,6 @@ from tasks.video.faces import (
     pyramid_scales,
     roi_scales,
     search_region,
-    segment_frame_indices,
 )
 
 PARAMS = FaceParams()

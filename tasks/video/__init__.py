@@ -1,0 +1,6 @@
+"""The video stages: MTCNN face tracking on the frames of kept segments, AVEF's frame rule, crops and
+their expression embeddings."""
+
+
+class FaceError(ValueError):
+    """Face detection was asked something impossible (no video stream, bad segment times, mixed frame sizes)."""
