@@ -92,7 +92,8 @@ def ingest(
     from avemo.parquet_io import write_table
     from avemo.progress import Progress
     from avemo.provenance import provenance
-    from tasks.corpora.manifest import ManifestError, build_manifest, manifest_table
+    from tasks.corpora.manifest import build_manifest, manifest_table
+    from tasks.corpora.scheme import ManifestError
 
     p = _params(params_file).ingest
     corpus_dir = corpus_dir or p.corpus_dir
@@ -313,7 +314,7 @@ def serve(
 
     from flows.serve import deployment, retrain_cycle
     from models.registry import ModalityError, ModelSpecError
-    from tasks.corpora.manifest import ManifestError
+    from tasks.corpora.scheme import ManifestError
     from tasks.serve import ServeError
 
     params = _params(params_file)

@@ -29,7 +29,7 @@ from avemo.config import PreprocessParams  # noqa: E402
 from avemo.parquet_io import read_provenance, write_table  # noqa: E402
 from avemo.provenance import provenance  # noqa: E402
 from flows.preprocess import run_preprocess  # noqa: E402
-from tasks.corpora.manifest import build_manifest, manifest_table  # noqa: E402
+from tasks.corpora.manifest import build_manifest, manifest_table
 
 CORPORA = {"cremad": ("cremad", "cremad"), "talking": ("talking", "csv")}
 

@@ -12,22 +12,14 @@ import pytest
 from avemo.ffmpeg import ffmpeg_exe
 from avemo.labels import EMOTIONS
 from avemo.schemas import MANIFEST
-from tasks.corpora.manifest import (
-    Clip,
-    ManifestError,
-    ManifestRow,
-    build_manifest,
-    canonical_label,
-    manifest_table,
-    prepare_cremad,
-    prepare_csv,
-    prepare_emodb,
-    prepare_enterface,
-    prepare_mead,
-    prepare_ravdess,
-    probe_clips,
-    validate_clips,
-)
+from tasks.corpora.cremad import prepare_cremad
+from tasks.corpora.csv_labels import prepare_csv
+from tasks.corpora.emodb import prepare_emodb
+from tasks.corpora.enterface import prepare_enterface
+from tasks.corpora.manifest import ManifestRow, build_manifest, manifest_table, probe_clips, validate_clips
+from tasks.corpora.mead import prepare_mead
+from tasks.corpora.ravdess import prepare_ravdess
+from tasks.corpora.scheme import Clip, ManifestError, canonical_label
 
 
 def touch(root: Path, *names: str) -> None:
