@@ -144,7 +144,8 @@ def preprocess(
       avemo preprocess data/manifest.parquet --out data/features
       avemo preprocess --dask tcp://scheduler-host:8786   (workers share the corpus and cache_dir paths)
     """
-    from flows.preprocess import DaskSetupError, run_preprocess
+    from flows.dask import DaskSetupError
+    from flows.preprocess import run_preprocess
 
     params = _params(params_file)
     p = params.preprocess
@@ -272,7 +273,8 @@ def report(
       avemo report
       avemo report --systems gfbp,agfbp,amfbp --out /tmp/fbp-report
     """
-    from tasks.report.build import ReportSettings, build_report
+    from flows.report import build_report
+    from tasks.report.analysis import ReportSettings
 
     params = _params(params_file)
     p = params.report

@@ -7,6 +7,7 @@ section documents every column listed here.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 SCHEMA_NAME_KEY = b"avemo.schema"
@@ -174,3 +175,13 @@ SEGMENT_PREDICTIONS = _versioned(
     "1.0",
     [PREDICTIONS.field(0), pa.field("segment", pa.int32(), nullable=False), *[PREDICTIONS.field(i) for i in range(1, 6)]],
 )
+
+
+def tensor_column(batch: np.ndarray) -> pa.FixedShapeTensorArray:
+    """(n, *shape) -> a fixed-shape tensor column in row-major layout, the one the schemas declare."""
+    return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(batch))
+
+
+def fixed_size_rows(matrix: np.ndarray, width: int) -> pa.FixedSizeListArray:
+    """An (n, width) float32 matrix as n fixed-size list values, without a Python loop."""
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), width)

@@ -595,16 +595,7 @@ def _recompute_features(
     from pydantic import ValidationError
 
     from avemo.config import PreprocessParams
-    from flows.preprocess import read_sources
-    from tasks.clip import (
-        StageFailure,
-        StageResult,
-        assemble,
-        compute_audio,
-        compute_face_features,
-        compute_faces,
-        face_models,
-    )
+    from tasks.clip import StageFailure, clip_features, face_models, read_sources
 
     try:
         params = PreprocessParams(**record.params)
@@ -626,7 +617,7 @@ def _recompute_features(
     chosen = sample_clips(pool, n, seed)
     with_faces = faces or record.kind == "frames"
     if with_faces:
-        detector, embedder = face_models(params)
+        _, embedder = face_models(params)
         recorded = (record.details.get("face_embedder") or {}).get("weights_sha256")
         if recorded and recorded != embedder.weights_sha256:
             findings.append(
@@ -638,25 +629,17 @@ def _recompute_features(
     face_skipped = []
     for clip_id in chosen:
         source = sources[clip_id]
-        audio = compute_audio(source, params)
-        face_result = feature_result = None
-        if isinstance(audio, dict) and with_faces and source.info.has_video:
-            face_tables = compute_faces(source, audio["segments"], params, detector)
-            face_result = face_tables if isinstance(face_tables, StageFailure) else StageResult(face_tables, 0.0, False)
-            if isinstance(face_tables, dict):
-                feature_tables = compute_face_features(source, face_tables["frames"], embedder)
-                feature_result = feature_tables if isinstance(feature_tables, StageFailure) else StageResult(feature_tables, 0.0, False)
-        elif source.info.has_video and not with_faces:
+        run_faces = with_faces and source.info.has_video
+        if source.info.has_video and not with_faces:
             face_skipped.append(clip_id)
-        audio_result = audio if isinstance(audio, StageFailure) else StageResult(audio, 0.0, False)
-        fresh = assemble(source, audio_result, face_result, feature_result, params)
+        fresh = clip_features(source, params, with_faces=run_faces)
         if isinstance(fresh, StageFailure):
             findings.append(_recompute_finding(record, clip_id, "(all)", f"re-computation fails at {fresh.stage}: {fresh.reason}", "`dvc repro preprocess`"))
             continue
         stored = table.filter(pc.equal(table["clip_id"], clip_id))
         new = {"clips": pa.Table.from_pylist([fresh.clip]), "segments": fresh.segments, "frames": fresh.frames}[record.kind]
         names = [c for c in table.column_names if c != "clip_id"]
-        if face_result is None:
+        if not run_faces:
             names = [c for c in names if c in AUDIO_COLUMNS[record.kind]]
         for name in names:
             if why := compare_values(stored[name].to_pylist(), new[name].to_pylist()):

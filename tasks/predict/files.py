@@ -35,7 +35,6 @@ import math
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,18 +51,7 @@ from avemo.ffmpeg import ffmpeg_exe
 from avemo.parquet_io import write_table
 from models.registry import MODALITIES, get_spec, models_for
 from tasks.audio.segment import samples_per
-from tasks.clip import (
-    ClipFeatures,
-    ClipSource,
-    StageFailure,
-    StageResult,
-    Tables,
-    assemble,
-    compute_audio,
-    compute_face_features,
-    compute_faces,
-    face_models,
-)
+from tasks.clip import ClipFeatures, ClipSource, StageFailure, clip_features
 from tasks.learning.checkpoints import load_checkpoint, load_trained
 from tasks.learning.features import Features, TaskLabels, load_features
 from tasks.learning.inference import trained_posteriors
@@ -290,24 +278,6 @@ def cut_window(file: Path, window: Window, with_video: bool, folder: Path) -> Pa
     raise PredictError(f"{file}: ffmpeg could not cut the window at {window.start_s:.2f} s ({last})")
 
 
-def _timed(compute: Callable[[], Tables | StageFailure]) -> StageResult | StageFailure:
-    started = time.perf_counter()
-    outcome = compute()
-    return outcome if isinstance(outcome, StageFailure) else StageResult(outcome, time.perf_counter() - started, False)
-
-
-def clip_features(source: ClipSource, params: PreprocessParams, with_video: bool) -> ClipFeatures | StageFailure:
-    """A clip's rows of clips, segments and frames, from avemo preprocess's own stage functions."""
-    audio = _timed(lambda: compute_audio(source, params))
-    faces = embeddings = None
-    if with_video and not isinstance(audio, StageFailure):
-        detector, embedder = face_models(params)
-        faces = _timed(lambda: compute_faces(source, audio.tables["segments"], params, detector))
-        if not isinstance(faces, StageFailure):
-            embeddings = _timed(lambda: compute_face_features(source, faces.tables["frames"], embedder))
-    return assemble(source, audio, faces, embeddings, params)
-
-
 def load_clip_features(clip: ClipFeatures, params: PreprocessParams, predictor: Predictor, folder: Path) -> Features:
     """Write the clip's features as avemo preprocess's Parquet tables and read them as training reads them."""
     document = {"stage": "predict", "source": clip.clip["path"], "avemo_version": avemo.__version__}
@@ -481,7 +451,7 @@ def _predict_window(
     """One window's timeline rows and posterior. Its features are dropped on return, so a long file never
     holds more than one window's."""
     params = predictor.params
-    clip = clip_features(source, params, with_video)
+    clip = clip_features(source, params, with_faces=with_video)
     if isinstance(clip, StageFailure):
         return clip
     features = load_clip_features(clip, params, predictor, folder)

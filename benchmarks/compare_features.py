@@ -1,0 +1,73 @@
+"""Compare two features folders table by table and column by column: equal, or by how much they differ.
+
+    .venv/bin/python benchmarks/compare_features.py DIR_A DIR_B [--files clips,segments,frames,failures]
+
+Provenance (run times, commits) is ignored: only the rows are compared, in their stored order. For a
+numeric column the largest absolute difference and the share of values that differ are printed; for
+other columns the number of differing rows. The exit code is 0 when every table ``Table.equals``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _values(column: pa.ChunkedArray) -> np.ndarray | None:
+    """A numeric column's values, flattened through list and tensor nesting; None when not numeric."""
+    array = column.combine_chunks()
+    if isinstance(array, pa.ExtensionArray):
+        array = array.storage
+    while pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type) or pa.types.is_large_list(array.type):
+        array = array.flatten()
+    if pa.types.is_floating(array.type) or pa.types.is_integer(array.type):
+        return array.to_numpy(zero_copy_only=False).astype(np.float64)
+    return None
+
+
+def describe_column(a: pa.ChunkedArray, b: pa.ChunkedArray) -> str:
+    if a.equals(b):
+        return "equal"
+    va, vb = _values(a), _values(b)
+    if va is not None and vb is not None and va.shape == vb.shape:
+        diff = np.abs(va - vb)
+        diff = np.where(np.isnan(va) & np.isnan(vb), 0.0, diff)
+        return f"max |diff| {np.nanmax(diff):.3g}, {np.mean(diff > 0):.2%} of {diff.size} values differ"
+    rows = sum(x != y for x, y in zip(a.to_pylist(), b.to_pylist())) + abs(len(a) - len(b))
+    return f"{rows} of {max(len(a), len(b))} rows differ"
+
+
+def compare(dir_a: Path, dir_b: Path, files: list[str]) -> bool:
+    same = True
+    for name in files:
+        a = pq.read_table(dir_a / f"{name}.parquet").replace_schema_metadata(None)
+        b = pq.read_table(dir_b / f"{name}.parquet").replace_schema_metadata(None)
+        if a.equals(b):
+            print(f"{name}: equal ({a.num_rows} rows)")
+            continue
+        same = False
+        print(f"{name}: DIFFERS ({a.num_rows} vs {b.num_rows} rows)")
+        if a.schema != b.schema:
+            print(f"  schemas differ:\n    {a.schema}\n    {b.schema}")
+            continue
+        for column in a.column_names:
+            print(f"  {column}: {describe_column(a[column], b[column])}")
+    return same
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dir_a", type=Path)
+    parser.add_argument("dir_b", type=Path)
+    parser.add_argument("--files", default="clips,segments,frames,failures")
+    args = parser.parse_args()
+    sys.exit(0 if compare(args.dir_a, args.dir_b, args.files.split(",")) else 1)
+
+
+if __name__ == "__main__":
+    main()
