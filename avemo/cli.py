@@ -410,30 +410,14 @@ def predict(
       avemo predict a.mp4 b.wav -m data/models/audio --format csv --out ab.csv
       avemo predict talk.mp4 -m data/models/avef/fold-loso-1001-seed0.pt
     """
-    import csv
-    import io
-    import json
-
-    from avemo.progress import Progress
-    from tasks.predict.files import (
-        FileFailure,
-        PredictError,
-        check_feature_params,
-        check_media,
-        csv_columns,
-        csv_rows,
-        load_predictor,
-        plan_windows,
-        predict_file,
-        predictions_document,
-    )
+    from flows.predict import predict_files, render
+    from tasks.predict.compatibility import PredictError
 
     params = _params(params_file or Path("params.yaml"))
     p = params.predict
     files = list(media or p.inputs)
     model = model or p.model
     output_format = output_format or p.format
-    window_s = window_s or p.window_s
     if not files:
         _fail("name the video or audio files to predict (or list them under predict.inputs in params.yaml)")
     if model is None:
@@ -441,45 +425,22 @@ def predict(
     if output_format not in ("json", "csv"):
         raise typer.BadParameter(f"{output_format!r}: use json or csv", param_hint="--format")
     try:
-        predictor = load_predictor(model, p.device)
-        if params_file is not None:
-            check_feature_params(predictor, params.preprocess, params_file)
-        infos = [check_media(predictor, file) for file in files]  # refuse an unusable file before any long work
+        run = predict_files(
+            files, model, device=p.device, window_s=window_s or p.window_s, batch_size=p.batch_size, logger=log,
+            compare_with=(params.preprocess, params_file) if params_file is not None else None,
+        )  # fmt: skip
     except PredictError as err:
         _fail(str(err))
-    windows = [len(plan_windows(info.duration_s, predictor.params, window_s)) for info in infos]
-    progress = Progress(sum(windows), "windows", log)
-    results = []
-    for file, info, n_windows in zip(files, infos, windows):
-        before = progress.done
-        try:
-            result = predict_file(
-                predictor, file, window_s=window_s, batch_size=p.batch_size, info=info, on_window=progress.advance
-            )
-        except PredictError as err:
-            result = FileFailure(file, "window", str(err))
-        results.append(result)
-        unreached = n_windows - (progress.done - before)  # windows after a failed file's failure
-        if unreached:
-            progress.advance(unreached)
-    if output_format == "json":
-        text = json.dumps(predictions_document(predictor, results), indent=2) + "\n"
-    else:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, csv_columns(predictor.classes), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(csv_rows(predictor, results))
-        text = buffer.getvalue()
+    text = render(run, output_format)
     if out is None:
         typer.echo(text, nl=False)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-        log.info("%d file(s) predicted with %s -> %s", len(results), model, out)
-    failures = [r for r in results if isinstance(r, FileFailure)]
-    for failure in failures:
+        log.info("%d file(s) predicted with %s -> %s", len(run.results), model, out)
+    for failure in run.failures:
         typer.secho(f"error: {failure.file}: {failure.stage}: {failure.reason}", fg=typer.colors.RED, err=True)
-    if failures:
+    if run.failures:
         raise typer.Exit(code=1)
 
 
