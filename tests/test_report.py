@@ -25,8 +25,7 @@ from flows.evaluate import evaluate_flow
 from flows.train import run_train
 from models.fbp import AudioEncoder
 from models.registry import build_model
-from tasks.report.build import (
-    CONTENT_SECURITY_POLICY,
+from tasks.report.analysis import (
     MIN_TSNE_CLIPS,
     ReportError,
     audio_step_times,
@@ -37,6 +36,7 @@ from tasks.report.build import (
     spectrogram_on_time_grid,
     tsne_coordinates,
 )
+from tasks.report.html import CONTENT_SECURITY_POLICY
 
 CHROMIUM = Path("/usr/bin/chromium")
 SYSTEMS = ["gfbp", "agfbp"]
