@@ -61,12 +61,13 @@ def sample(
 
     Example: avemo sample --out data/sample_corpus
     """
-    from tasks.sample import SampleError, write_sample_corpus
+    from flows.sample import run_sample
+    from tasks.sample import SampleError
 
     p = _params(params_file).sample
     started = time.perf_counter()
     try:
-        paths = write_sample_corpus(out or p.out_dir, p.speakers, p.emotions, p.seed, p.sentences)
+        paths = run_sample(out or p.out_dir, p)
     except SampleError as err:
         _fail(str(err))
     typer.echo(f"wrote {len(paths)} clips to {out or p.out_dir} in {time.perf_counter() - started:.1f} s")
@@ -88,40 +89,21 @@ def ingest(
       avemo ingest ~/corpora/CREMA-D --format cremad --out data/manifest.parquet
       avemo ingest ~/my_videos --format csv --csv ~/my_videos/labels.csv --out data/manifest.parquet
     """
-    from avemo import schemas
-    from avemo.parquet_io import write_table
-    from avemo.progress import Progress
-    from avemo.provenance import provenance
-    from tasks.corpora.manifest import build_manifest, manifest_table
+    from flows.ingest import run_ingest
     from tasks.corpora.scheme import ManifestError
 
     p = _params(params_file).ingest
     corpus_dir = corpus_dir or p.corpus_dir
     corpus_format: CorpusFormat = format or p.format  # type: ignore[assignment]
     out = out or p.manifest
-    started = time.perf_counter()
-    progress: Progress | None = None
-
-    def report(done: int, total: int) -> None:
-        nonlocal progress
-        progress = progress or Progress(total, "files probed", log)
-        progress.advance(done - progress.done)
-
     try:
-        rows, skipped = build_manifest(corpus_dir, corpus_format, p.workers, csv or p.csv, report)
+        summary = run_ingest(corpus_dir, corpus_format, out, p, csv or p.csv, log)
     except ManifestError as err:
         _fail(str(err))
-    document = provenance(
-        "ingest",
-        {**p.model_dump(mode="json"), "corpus_dir": str(corpus_dir), "format": corpus_format},
-        corpus_dir=str(corpus_dir),
-        skipped=[{"path": s.path, "reason": s.reason} for s in skipped],
-        seconds=time.perf_counter() - started,
+    typer.echo(
+        f"{len(summary.rows)} clips -> {out} ({summary.unreadable} could not be probed and will be listed as failures)"
     )
-    write_table(manifest_table(rows), out, schemas.MANIFEST, document)
-    unreadable = sum(r.probe_error is not None for r in rows)
-    typer.echo(f"{len(rows)} clips -> {out} ({unreadable} could not be probed and will be listed as failures)")
-    for reason, count in Counter(s.reason for s in skipped).most_common():
+    for reason, count in Counter(s.reason for s in summary.skipped).most_common():
         typer.echo(f"  skipped {count} file(s): {reason}")
 
 

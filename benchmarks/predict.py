@@ -65,12 +65,8 @@ def build_video(clips_dir: Path, minutes: float, out: Path) -> Path:
 def measure(video: Path, model: Path, window_s: float) -> dict:
     """Run in a fresh process: predict ``video`` and report time and memory."""
     from tasks.clip import face_models
-    from tasks.predict.files import (
-        FileFailure,
-        check_media,
-        load_predictor,
-        predict_file,
-    )
+    from tasks.predict.compatibility import check_media, load_predictor
+    from tasks.predict.windows import FileFailure, predict_file
 
     started = time.perf_counter()
     predictor = load_predictor(model)

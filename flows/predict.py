@@ -16,9 +16,8 @@ from pathlib import Path
 
 from avemo.config import PreprocessParams
 from avemo.progress import Progress
-from tasks.predict.compatibility import Predictor, check_feature_params, check_media, load_predictor
+from tasks.predict.compatibility import PredictError, Predictor, check_feature_params, check_media, load_predictor
 from tasks.predict.documents import csv_columns, csv_rows, predictions_document
-from tasks.predict.compatibility import PredictError
 from tasks.predict.windows import FileFailure, FilePrediction, plan_windows, predict_file
 
 

@@ -38,23 +38,23 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron
 
 from avemo import schemas
-from avemo.config import Params, ServeCorpus, load_params
+from avemo.config import Params, load_params
 from avemo.parquet_io import read_table, write_table
 from avemo.provenance import provenance
 from flows.evaluate import evaluate_flow
+from flows.ingest import scan_corpora
 from flows.preprocess import run_preprocess
 from flows.train import run_train
 from models.registry import get_spec
-from tasks.corpora.manifest import ManifestRow, build_manifest, manifest_table
+from tasks.corpora.manifest import ManifestRow, manifest_table
 from tasks.learning.checkpoints import load_trained
 from tasks.learning.evaluation import compare_systems, ensemble
 from tasks.learning.features import TaskLabels, load_features, task_labels
 from tasks.learning.inference import trained_posteriors
 from tasks.serve import (
+    CorpusChanges,
     ServeError,
     choose_heldout_speakers,
-    combine_corpora,
-    corpus_digest,
     diff_manifests,
     heldout_scores,
     promotion_decision,
@@ -140,19 +140,6 @@ def _append_decision(layout: ServeLayout, params: Params, **record: Any) -> dict
     return document
 
 
-@task(name="scan-corpora", cache_policy=NO_CACHE)
-def scan_corpora(corpora: list[ServeCorpus], workers: int) -> tuple[Path, list[ManifestRow], list[dict[str, Any]]]:
-    """Probe and hash every clip of every corpus: one manifest, and each corpus's content digest."""
-    scanned, summary = [], []
-    for corpus in corpora:
-        rows, _ = build_manifest(corpus.dir, corpus.format, workers, corpus.csv)
-        scanned.append((corpus.dir, rows))
-        digest = corpus_digest({r.clip_id: r.sha256 for r in rows})
-        summary.append({"dir": str(corpus.dir), "format": corpus.format, "clips": len(rows), "sha256": digest})
-    root, rows = combine_corpora(scanned)
-    return root, rows, summary
-
-
 def _heldout_speakers(layout: ServeLayout, params: Params, speakers: set[str]) -> tuple[str, ...]:
     """The persisted held-out speakers, or the first cycle's choice (then persisted)."""
     wanted = tuple(sorted(params.serve.heldout_speakers))
@@ -211,30 +198,23 @@ def _matched_pairs(current: dict, candidate: dict, clips: list[str]) -> dict[str
     return asdict(compare_systems(table(current), table(candidate)))
 
 
-@flow(name="retrain-cycle", log_prints=True)
-def retrain_cycle(params_file: Path = Path("params.yaml")) -> CycleReport:
-    """One cycle: find changed corpora, preprocess what is new, re-train, compare, promote or keep."""
-    logger = get_run_logger()
-    params = load_params(params_file)
-    serve = params.serve
-    layout = ServeLayout(serve.work_dir)
-    spec = get_spec(serve.system)  # an unknown system fails before any work
-    root, rows, corpora = scan_corpora(serve.corpora, params.ingest.workers)
-    hashes = {r.clip_id: r.sha256 for r in rows}
+scan_corpora_task = task(scan_corpora, name="scan-corpora", cache_policy=NO_CACHE)
+
+
+def _changes(layout: ServeLayout, rows: list[ManifestRow]) -> CorpusChanges:
+    """Clips added, changed and removed since the last cycle that trained."""
     previous = None
     if layout.manifest.exists():
         last = read_table(layout.manifest, schemas.MANIFEST, ["clip_id", "sha256"]).to_pydict()
-        previous = dict(zip(last["clip_id"], last["sha256"]))
-    changes = diff_manifests(previous, hashes)
-    if not changes.any:
-        reason = f"no new or changed clips in {len(corpora)} corpora ({len(rows)} clips)"
-        logger.info("%s; nothing to do", reason)
-        _append_decision(layout, params, cycle=None, corpora=corpora, changes=changes.counts(), promoted=False, reason=reason)
-        return CycleReport("none", changes.counts(), (), None, None, False, reason)
+        previous = dict(zip(last["clip_id"], last["sha256"], strict=True))
+    return diff_manifests(previous, {r.clip_id: r.sha256 for r in rows})
 
-    heldout = _heldout_speakers(layout, params, {r.speaker for r in rows})
-    cycle, candidate_dir = layout.new_candidate()
-    logger.info("cycle %s: %s; held-out speakers %s", cycle, changes.counts(), ", ".join(heldout))
+
+def _preprocess_parts(
+    layout: ServeLayout, params: Params, scan: tuple[Path, list[ManifestRow], list[dict[str, Any]]], heldout: tuple[str, ...]
+) -> list[str]:
+    """Features of the development and held-out speakers' clips; the clips actually computed."""
+    root, rows, corpora = scan
     computed: list[str] = []
     for part in PARTS:
         part_rows = [r for r in rows if (r.speaker in heldout) == (part == "heldout")]
@@ -244,36 +224,76 @@ def retrain_cycle(params_file: Path = Path("params.yaml")) -> CycleReport:
         manifest = layout.part_manifest(part)
         write_table(manifest_table(part_rows), manifest, schemas.MANIFEST,
                     provenance("ingest", {"serve": part}, corpus_dir=str(root), corpora=corpora))  # fmt: skip
-        summary = run_preprocess(manifest, layout.features(part), params.preprocess)
-        computed.extend(summary.computed_clips)
+        computed.extend(run_preprocess(manifest, layout.features(part), params.preprocess).computed_clips)
+    return computed
 
+
+def _train_candidate(system: str, params: Params, layout: ServeLayout, candidate_dir: Path) -> dict[str, Any]:
+    """The candidate trained on the development speakers; its cross-validation metrics."""
+    serve = params.serve
     train_params = params.train.model_copy(
         update={"features_dir": layout.features("development"), "split": serve.split or params.train.split}
     )
-    run_train(spec.name, train_params, params.models.get(spec.name, {}), candidate_dir / "models")
-    cross_validation = evaluate_flow(
-        system=spec.name, model_dir=candidate_dir / "models",
+    run_train(system, train_params, params.models.get(system, {}), candidate_dir / "models")
+    return evaluate_flow(
+        system=system, model_dir=candidate_dir / "models",
         features_dir=layout.features("development"), out_dir=candidate_dir / "eval",
     )  # fmt: skip
 
+
+@dataclass(frozen=True)
+class _HeldoutComparison:
+    clips: list[str]
+    candidate: dict[str, tuple[str, str | None]]
+    current: dict[str, tuple[str, str | None]] | None
+    current_doc: dict[str, Any] | None
+
+    def scores(self, predictions: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+        return heldout_scores([predictions[c][0] for c in self.clips], [predictions[c][1] for c in self.clips])
+
+
+def _compare_heldout(layout: ServeLayout, system: str, candidate_dir: Path) -> _HeldoutComparison:
+    """Candidate and current model on the same held-out clips."""
     candidate = predict_heldout(candidate_dir / "models", layout.features("heldout"))
     current_doc = json.loads(layout.current.read_text()) if layout.current.exists() else None
     current = predict_heldout(layout.root / current_doc["model_dir"], layout.features("heldout")) if current_doc else None
     compared = sorted(set(candidate) & set(current)) if current is not None else sorted(candidate)
     if not compared:
-        raise ServeError(f"no held-out clip has features for {spec.name}; see {layout.features('heldout')}/failures.parquet")
-
-    def scores(predictions: dict) -> dict[str, Any]:
-        return heldout_scores([predictions[c][0] for c in compared], [predictions[c][1] for c in compared])
-
-    candidate_scores = scores(candidate)
-    current_scores = scores(current) if current is not None else None
-    decision = promotion_decision(candidate_scores["uar"], current_scores["uar"] if current_scores else None)
+        raise ServeError(f"no held-out clip has features for {system}; see {layout.features('heldout')}/failures.parquet")
     _write_json(candidate_dir / "heldout_predictions.json", {
         clip: {"true": candidate[clip][0], "candidate": candidate[clip][1],
                "current": current[clip][1] if current is not None else None}
         for clip in compared
     })  # fmt: skip
+    return _HeldoutComparison(compared, candidate, current, current_doc)
+
+
+@flow(name="retrain-cycle", log_prints=True)
+def retrain_cycle(params_file: Path = Path("params.yaml")) -> CycleReport:
+    """One cycle: find changed corpora, preprocess what is new, re-train, compare, promote or keep."""
+    logger = get_run_logger()
+    params = load_params(params_file)
+    serve = params.serve
+    layout = ServeLayout(serve.work_dir)
+    spec = get_spec(serve.system)  # an unknown system fails before any work
+    scan = scan_corpora_task(serve.corpora, params.ingest.workers)
+    root, rows, corpora = scan
+    changes = _changes(layout, rows)
+    if not changes.any:
+        reason = f"no new or changed clips in {len(corpora)} corpora ({len(rows)} clips)"
+        logger.info("%s; nothing to do", reason)
+        _append_decision(layout, params, cycle=None, corpora=corpora, changes=changes.counts(), promoted=False, reason=reason)
+        return CycleReport("none", changes.counts(), (), None, None, False, reason)
+
+    heldout = _heldout_speakers(layout, params, {r.speaker for r in rows})
+    cycle, candidate_dir = layout.new_candidate()
+    logger.info("cycle %s: %s; held-out speakers %s", cycle, changes.counts(), ", ".join(heldout))
+    computed = _preprocess_parts(layout, params, scan, heldout)
+    cross_validation = _train_candidate(spec.name, params, layout, candidate_dir)
+    comparison = _compare_heldout(layout, spec.name, candidate_dir)
+    candidate_scores = comparison.scores(comparison.candidate)
+    current_scores = comparison.scores(comparison.current) if comparison.current is not None else None
+    decision = promotion_decision(candidate_scores["uar"], current_scores["uar"] if current_scores else None)
     record = {
         "cycle": cycle,
         "corpora": corpora,
@@ -283,28 +303,39 @@ def retrain_cycle(params_file: Path = Path("params.yaml")) -> CycleReport:
         "removed": list(changes.removed),
         "computed_clips": sorted(computed),
         "heldout_speakers": list(heldout),
-        "heldout_clips": len(compared),
+        "heldout_clips": len(comparison.clips),
         "candidate": {"model_dir": str(candidate_dir.relative_to(layout.root) / "models"), "system": spec.name,
                       "heldout": candidate_scores, "cross_validation_uar": cross_validation["uar"]},
-        "current": current_doc and {**current_doc, "heldout": current_scores},
-        "matched_pairs": _matched_pairs(current, candidate, compared) if current is not None else None,
+        "current": comparison.current_doc and {**comparison.current_doc, "heldout": current_scores},
+        "matched_pairs": (
+            _matched_pairs(comparison.current, comparison.candidate, comparison.clips)
+            if comparison.current is not None else None
+        ),
         "promoted": decision.promoted,
         "reason": decision.reason,
     }  # fmt: skip
-    document = _append_decision(layout, params, **record)
-    _write_json(candidate_dir / "decision.json", document)
-    if decision.promoted:
-        _write_json(layout.current, {"cycle": cycle, "model_dir": record["candidate"]["model_dir"],
-                                     "system": spec.name, "promoted_at": document["written_at"]})  # fmt: skip
-    # Last: a cycle that failed before this point leaves the old manifest, so the next cycle retries it.
-    write_table(manifest_table(rows), layout.manifest, schemas.MANIFEST,
-                provenance("serve", serve.model_dump(mode="json"), corpus_dir=str(root), corpora=corpora, cycle=cycle))  # fmt: skip
+    _record(layout, params, record, scan, candidate_dir)
     report = CycleReport(
         cycle, changes.counts(), tuple(sorted(computed)), candidate_scores["uar"],
         current_scores["uar"] if current_scores else None, decision.promoted, decision.reason,
     )  # fmt: skip
     logger.info("%s", report)
     return report
+
+
+def _record(layout: ServeLayout, params: Params, record: dict[str, Any], scan, candidate_dir: Path) -> None:
+    """The decision into decisions.jsonl and the candidate's folder, the promotion, then the manifest."""
+    root, rows, corpora = scan
+    document = _append_decision(layout, params, **record)
+    _write_json(candidate_dir / "decision.json", document)
+    if record["promoted"]:
+        _write_json(layout.current, {"cycle": record["cycle"], "model_dir": record["candidate"]["model_dir"],
+                                     "system": record["candidate"]["system"],
+                                     "promoted_at": document["written_at"]})  # fmt: skip
+    # Last: a cycle that failed before this point leaves the old manifest, so the next cycle retries it.
+    write_table(manifest_table(rows), layout.manifest, schemas.MANIFEST,
+                provenance("serve", params.serve.model_dump(mode="json"), corpus_dir=str(root), corpora=corpora,
+                           cycle=record["cycle"]))  # fmt: skip
 
 
 def deployment(params: Params, params_file: Path) -> RunnerDeployment:

@@ -32,17 +32,9 @@ from tasks.learning.features import load_features, task_labels
 from tasks.learning.fit import fit
 from tasks.learning.inference import Predictions, trained_posteriors
 from tasks.learning.trained import TrainSettings
-from tasks.predict.files import (
-    FilePrediction,
-    PredictError,
-    Window,
-    check_feature_params,
-    check_media,
-    csv_columns,
-    load_predictor,
-    plan_windows,
-    predict_file,
-)
+from tasks.predict.compatibility import PredictError, check_feature_params, check_media, load_predictor
+from tasks.predict.documents import csv_columns
+from tasks.predict.windows import FilePrediction, Window, plan_windows, predict_file
 
 CLIP = "1001_DFA_ANG_XX"  # a sample clip: in the training features, so evaluation has predicted it too
 SMALL = {
