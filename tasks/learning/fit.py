@@ -12,6 +12,7 @@ import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,15 @@ from avemo.distributed import (
     rank_seed,
 )
 from models.avef import AVEF, pretrain_dbn
-from models.registry import build_model, check_modalities
+from models.registry import InputKind, build_model, check_modalities
 from tasks.learning.checkpoints import load_checkpoint
-from tasks.learning.datasets import Masking, collate_for, make_dataset
+from tasks.learning.datasets import ClipDataset, Masking, SegmentDataset, collate_for, make_dataset
 from tasks.learning.features import Features, TaskLabels
 from tasks.learning.inference import Predictions, min_audio_frames, model_posteriors
 from tasks.learning.metrics import accuracy, confusion_matrix, unweighted_average_recall
 from tasks.learning.standardization import (
+    Standardization,
+    Standardizer,
     fit_standardization,
     speaker_standardization,
 )
@@ -195,6 +198,77 @@ def _train_epoch(
     return all_reduce_sum(torch.tensor(total, dtype=torch.float64, device=device)).item() / len(loader.dataset)
 
 
+@dataclass(frozen=True)
+class _FoldData:
+    """A fold's standardised datasets, and the standardisation the checkpoint keeps (None: per speaker)."""
+
+    kind: InputKind
+    standardization: Standardization | None
+    train_stats: Standardizer
+    train_set: ClipDataset | SegmentDataset
+    val_set: ClipDataset | SegmentDataset | None
+
+
+def _fold_data(
+    model: nn.Module, needs: frozenset[str], features: Features, labels: TaskLabels,
+    train_clips: Sequence[str], val_clips: Sequence[str], settings: TrainSettings, world: World,
+) -> _FoldData:  # fmt: skip
+    if settings.speaker_normalisation:
+        standardization = None
+        train_stats: Standardizer = speaker_standardization(features, train_clips)
+        val_stats: Standardizer = speaker_standardization(features, val_clips)
+    else:
+        standardization = train_stats = val_stats = fit_standardization(features, train_clips)
+    min_frames = min_audio_frames(model)
+    masking = None
+    if settings.mask_bands or settings.mask_frames:
+        masking = Masking(settings.mask_bands, settings.mask_frames, rank_seed(settings.seed, world.rank))
+    train_set = make_dataset(features, labels, train_clips, train_stats, needs, min_frames, masking)
+    val_set = make_dataset(features, labels, val_clips, val_stats, needs, min_frames) if val_clips else None
+    return _FoldData(features.kind, standardization, train_stats, train_set, val_set)
+
+
+def _epochs(
+    model: nn.Module, data: _FoldData, classes: Sequence[str], settings: TrainSettings, device: torch.device,
+    world: World, progress: Callable[[EpochRecord], None] | None,
+) -> tuple[list[EpochRecord], int]:  # fmt: skip
+    """Train epoch after epoch, stopping ``patience`` epochs after the best validation UAR; the model is
+    left holding its best state. Returns the history and the best epoch."""
+    loader = _train_loader(data.train_set, collate_for(data.kind), settings, world)
+    if world.rank:  # dropout masks of its own (rank 0 keeps the single-process stream)
+        torch.manual_seed(rank_seed(settings.seed, world.rank))
+    training = data_parallel(model, device)  # logits; rank 0's weights on every process under DDP
+    weights = class_weights(data.train_set.labels, len(classes)) if settings.class_weighting else None
+    criterion = nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(device) if weights is not None else None)
+    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], settings)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")  # mixed precision on CUDA only
+    history: list[EpochRecord] = []
+    best_key, best_state, best_epoch = None, None, settings.epochs
+    for epoch in range(1, settings.epochs + 1):
+        started = time.perf_counter()
+        train_loss = _train_epoch(training, loader, criterion, optimizer, scaler, device, world)
+        scores: tuple[float | None, float | None, float | None] = (None, None, None)
+        if data.val_set is not None:  # on rank 0; all ranks then take the same early-stopping decisions
+            val_set = data.val_set
+            scores = from_main(lambda: _validation_scores(model_posteriors(model, val_set, classes, device=device)))
+        record = EpochRecord(epoch, train_loss, *scores, time.perf_counter() - started)
+        history.append(record)
+        if progress is not None:
+            progress(record)
+        if data.val_set is None:
+            continue
+        key = (record.val_uar, -record.val_loss)  # ties in UAR, common on few clips, go to the lower loss
+        if best_key is None or key > best_key:
+            best_key, best_epoch = key, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= settings.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history, best_epoch
+
+
 def fit(
     model_name: str,
     features: Features,
@@ -227,71 +301,17 @@ def fit(
     with _deterministic(device):
         model = build_model(model_name, len(labels.classes), **hyperparameters).to(device)
         transfer = transfer_parameters(model, init_from, trainable) if init_from is not None else None
-        if settings.speaker_normalisation:
-            standardization = None
-            train_stats = speaker_standardization(features, train_clips)
-            val_stats = speaker_standardization(features, val_clips)
-        else:
-            standardization = train_stats = val_stats = fit_standardization(features, train_clips)
-        min_frames = min_audio_frames(model)
-        masking = (
-            Masking(
-                settings.mask_bands,
-                settings.mask_frames,
-                rank_seed(settings.seed, world.rank),
-            )
-            if settings.mask_bands or settings.mask_frames
-            else None
-        )
-        train_set = make_dataset(features, labels, train_clips, train_stats, spec.needs, min_frames, masking)
-        val_set = make_dataset(features, labels, val_clips, val_stats, spec.needs, min_frames) if val_clips else None
-        collate = collate_for(features.kind)
-        loader = _train_loader(train_set, collate, settings, world)
+        data = _fold_data(model, spec.needs, features, labels, train_clips, val_clips, settings, world)
         if isinstance(model, AVEF) and settings.dbn_pretrain_epochs:
-            _pretrain_dbn(model, DataLoader(train_set, 64, collate_fn=collate), settings, device)
-        if world.rank:  # dropout masks of its own (rank 0 keeps the single-process stream)
-            torch.manual_seed(rank_seed(settings.seed, world.rank))
-        training = data_parallel(model, device)  # logits; rank 0's weights on every process under DDP
-        weights = class_weights(train_set.labels, len(labels.classes)) if settings.class_weighting else None
-        criterion = nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(device) if weights is not None else None)
-        optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], settings)
-        scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")  # mixed precision on CUDA only
-
-        history: list[EpochRecord] = []
-        best_key, best_state, best_epoch = None, None, settings.epochs
-        for epoch in range(1, settings.epochs + 1):
-            started = time.perf_counter()
-            train_loss = _train_epoch(training, loader, criterion, optimizer, scaler, device, world)
-            scores = (None, None, None)
-            if val_set is not None:  # on rank 0; all ranks then take the same early-stopping decisions
-                scores = from_main(
-                    lambda: _validation_scores(model_posteriors(model, val_set, labels.classes, device=device))
-                )
-            record = EpochRecord(epoch, train_loss, *scores, time.perf_counter() - started)
-            history.append(record)
-            if progress is not None:
-                progress(record)
-            if val_set is None:
-                continue
-            key = (
-                record.val_uar,
-                -record.val_loss,
-            )  # ties in UAR, common on few clips, go to the lower loss
-            if best_key is None or key > best_key:
-                best_key, best_epoch = key, epoch
-                best_state = copy.deepcopy(model.state_dict())
-            elif epoch - best_epoch >= settings.patience:
-                break
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        model.eval()
-
+            collate = collate_for(features.kind)
+            _pretrain_dbn(model, DataLoader(data.train_set, 64, collate_fn=collate), settings, device)
+        history, best_epoch = _epochs(model, data, labels.classes, settings, device, world, progress)
         trained = Trained(
-            model_name, hyperparameters, model, labels.task, labels.classes, standardization, settings,
+            model_name, hyperparameters, model, labels.task, labels.classes, data.standardization, settings,
             history, best_epoch, transfer=transfer,
         )  # fmt: skip
         if model_name == "avef":
-            unmasked = make_dataset(features, labels, train_clips, train_stats, spec.needs)
+            unmasked = make_dataset(features, labels, train_clips, data.train_stats, spec.needs)
             pooled = model_posteriors(model, unmasked, labels.classes, device=device).clips
             fit_clip_svm(trained, pooled.embeddings, pooled.true)
     return trained
