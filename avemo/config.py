@@ -157,7 +157,7 @@ class TrainParams(_Section):
     batch_size: int = Field(16, ge=1)  # global: under torchrun split over the processes
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    optimizer: Literal["sgd", "adam"] = "adam"
+    optimizer: Literal["sgd", "adamw"] = "adamw"  # AdamW (decoupled weight decay); SGD: momentum 0.9
     patience: int = Field(10, ge=1)  # early stopping on validation unweighted average recall
     class_weighting: bool = True
     seeds: list[int] = [0]  # an ensemble of len(seeds) models per fold, averaged at the posterior level
@@ -172,6 +172,13 @@ class TrainParams(_Section):
     svm_C: float = Field(1.0, gt=0)
     init_from: Path | None = None  # transfer learning: a checkpoint trained on another corpus
     trainable: list[str] | None = None  # with init_from: parameter-name prefixes re-trained, the rest frozen
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _renamed_adam(cls, value: object) -> object:
+        if value == "adam":
+            raise ValueError("optimizer 'adam' is now called 'adamw', the optimizer it always built: write adamw")
+        return value
 
 
 class EvaluateParams(_Section):

@@ -11,11 +11,11 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score, recall_score
 
+from avemo.labels import LabelError, binary_task_labels
 from tasks.learning.metrics import (
     MetricsError,
     accuracy,
     average_posteriors,
-    binary_task_labels,
     classification_report,
     confusion_matrix,
     macro_f1,
@@ -169,7 +169,7 @@ def test_arousal_and_valence_labels_follow_avef_table_2_and_report_dropped_emoti
     valence = binary_task_labels(emotions, "valence")
     assert valence.classes == ("negative", "positive")
     np.testing.assert_array_equal(valence.labels, [0, 0, 1, 0])
-    with pytest.raises(MetricsError, match="unknown binary task 'dominance'"):
+    with pytest.raises(LabelError, match="unknown binary task 'dominance'"):
         binary_task_labels(emotions, "dominance")
 
 

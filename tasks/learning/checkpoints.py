@@ -102,6 +102,12 @@ def save_trained(path: Path, trained: Trained) -> None:
     save_checkpoint(path, trained.model, checkpoint_meta(trained))
 
 
+def _migrated_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings of a checkpoint written before the optimizer ``adam`` was renamed ``adamw`` (what it
+    always built): the same run, under its true name."""
+    return {**settings, "optimizer": "adamw"} if settings.get("optimizer") == "adam" else settings
+
+
 def load_trained(path: Path, device: str = "cpu") -> Trained:
     """Rebuild the model from its registry name and hyper-parameters, load its weights, re-fit the SVM."""
     state, meta = load_checkpoint(path)
@@ -119,7 +125,7 @@ def load_trained(path: Path, device: str = "cpu") -> Trained:
         task=meta["task"],
         classes=tuple(meta["classes"]),
         standardization=Standardization.from_json(meta["standardization"]) if meta["standardization"] else None,
-        settings=TrainSettings(**meta["settings"]),
+        settings=TrainSettings(**_migrated_settings(meta["settings"])),
         history=[EpochRecord(**r) for r in meta["history"]],
         best_epoch=meta["best_epoch"],
         transfer=TransferReport(**{k: tuple(v) if isinstance(v, list) else v for k, v in transfer.items()})

@@ -23,9 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from avemo import schemas
+from avemo.labels import binary_task_labels
 from avemo.parquet_io import read_table
 from models.registry import MODALITIES, InputKind, ModalityError
-from tasks.learning.metrics import binary_task_labels
 
 Task = Literal["emotion", "arousal", "valence"]
 

@@ -13,8 +13,6 @@ from typing import Literal
 
 import numpy as np
 
-from avemo.labels import AROUSAL, VALENCE
-
 
 class MetricsError(ValueError):
     """Labels, predictions or posteriors that cannot be scored as given."""
@@ -188,43 +186,6 @@ def matched_pairs_test(
         n_clips=int(true.size),
         baseline_errors=int(baseline_errors.sum()),
         candidate_errors=int(candidate_errors.sum()),
-    )
-
-
-BINARY_CLASSES: dict[str, tuple[str, str]] = {
-    "arousal": ("low", "high"),
-    "valence": ("negative", "positive"),
-}
-
-
-@dataclass(frozen=True)
-class BinaryTaskLabels:
-    classes: tuple[str, str]
-    labels: np.ndarray  # int indices into classes, one per kept clip
-    kept: np.ndarray  # positions in the input of the clips kept, to select their features and ids
-    dropped: dict[str, int]  # emotion -> clips dropped because the task gives it no binary label
-
-
-def binary_task_labels(emotions: Sequence[str], task: Literal["arousal", "valence"]) -> BinaryTaskLabels:
-    """Map emotions to the AVEF paper's binary arousal or valence task (its Table 2, ``avemo.labels``).
-
-    Emotions the table leaves out (e.g. neutral) have no binary label: their clips are dropped, and
-    counted in ``dropped`` so a report can say how much of the corpus the task scores.
-    """
-    if task not in BINARY_CLASSES:
-        raise MetricsError(f"unknown binary task {task!r}; use one of {sorted(BINARY_CLASSES)}")
-    mapping = AROUSAL if task == "arousal" else VALENCE
-    classes = BINARY_CLASSES[task]
-    kept = [i for i, emotion in enumerate(emotions) if emotion in mapping]
-    dropped: dict[str, int] = {}
-    for emotion in emotions:
-        if emotion not in mapping:
-            dropped[emotion] = dropped.get(emotion, 0) + 1
-    return BinaryTaskLabels(
-        classes=classes,
-        labels=np.array([classes.index(mapping[emotions[i]]) for i in kept], dtype=np.int64),
-        kept=np.array(kept, dtype=np.int64),
-        dropped=dropped,
     )
 
 

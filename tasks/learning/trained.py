@@ -32,7 +32,7 @@ class TrainSettings:
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    optimizer: Literal["sgd", "adam"] = "adam"  # adam: AdamW (decoupled weight decay); sgd: momentum 0.9
+    optimizer: Literal["sgd", "adamw"] = "adamw"  # AdamW (decoupled weight decay) or SGD with momentum 0.9
     patience: int = 10  # epochs without a better validation UAR before stopping
     class_weighting: bool = True  # cross entropy weighted by inverse training class frequency
     seed: int = 0
@@ -48,8 +48,8 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:
             raise TrainError(f"epochs, batch_size and patience must be >= 1 and lr > 0, got {self}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise TrainError(f"unknown optimizer {self.optimizer!r}; use 'sgd' or 'adam'")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise TrainError(f"unknown optimizer {self.optimizer!r}; use 'sgd' or 'adamw'")
 
 
 @dataclass(frozen=True)
