@@ -17,9 +17,9 @@ from tasks.audio.preemphasis import pre_emphasis
 from tasks.audio.segment import segment_clip
 from tasks.audio.spectrograms import linear_spectrogram, log_mel_frames, segment_log_mel
 from tasks.audio.vad import vad_decisions
+from tasks.demux import DemuxError, load_audio
 from tasks.probe import MediaInfo
 from tasks.stage import StageError, Tables
-from tasks.demux import DemuxError, load_audio
 
 
 def compute_audio(file: Path, info: MediaInfo, params: PreprocessParams) -> Tables:

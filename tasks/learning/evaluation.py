@@ -16,12 +16,7 @@ import pyarrow.compute as pc
 
 from avemo.schemas import PREDICTIONS, SEGMENT_PREDICTIONS
 from tasks.learning.inference import ClipPredictions, SegmentPredictions
-from tasks.learning.metrics import (
-    MatchedPairsResult,
-    average_posteriors,
-    classification_report,
-    matched_pairs_test,
-)
+from tasks.learning.metrics import MatchedPairsResult, average_posteriors, classification_report, matched_pairs_test
 
 
 class EvaluateError(ValueError):

@@ -3,18 +3,17 @@ and each segment's frames by AVEF's rule) and ``face_features`` (an expression e
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from avemo.config import PreprocessParams
 from avemo.schemas import fixed_size_rows, tensor_column
+from tasks.demux import DemuxError
 from tasks.probe import MediaInfo
 from tasks.stage import StageError, Tables
-from tasks.demux import DemuxError
 from tasks.video import FaceError
 from tasks.video.embeddings import FaceEmbedder
 from tasks.video.faces import FaceDetector, detect_clip_faces
