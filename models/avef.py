@@ -25,9 +25,8 @@ import torch.nn.functional as F
 from sklearn.svm import SVC
 from torch import Tensor, nn
 
-# AlexNet's LRN (Krizhevsky et al. 2012): n = 5, alpha = 1e-4, beta = 0.75, k = 2; torch divides alpha by n.
-_LRN = dict(size=5, alpha=1e-4 * 5, beta=0.75, k=2.0)
-ALEXNET_CHANNELS: tuple[int, ...] = (96, 256, 384, 384, 256)
+from models.layers import ALEXNET_CHANNELS, alexnet_lrn
+
 C3D_CHANNELS: tuple[int, ...] = (64, 128, 256, 256, 512, 512, 512, 512)  # conv1a .. conv5b
 
 
@@ -113,8 +112,8 @@ class AudioNet(_ConvThenFC):
     ) -> None:
         c1, c2, c3, c4, c5 = _scaled(ALEXNET_CHANNELS, width)
         features = nn.Sequential(
-            nn.Conv2d(3, c1, 5, padding=2), nn.ReLU(), nn.LocalResponseNorm(**_LRN), nn.MaxPool2d(3, 2),  # pool1
-            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.LocalResponseNorm(**_LRN), nn.MaxPool2d(3, 2),  # pool2
+            nn.Conv2d(3, c1, 5, padding=2), nn.ReLU(), alexnet_lrn(), nn.MaxPool2d(3, 2),  # pool1
+            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), alexnet_lrn(), nn.MaxPool2d(3, 2),  # pool2
             nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(),
             nn.Conv2d(c3, c4, 3, padding=1), nn.ReLU(),
             nn.Conv2d(c4, c5, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),  # pool5

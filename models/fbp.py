@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.attention import ScaledSoftmaxAttention, lengths_to_mask
+from models.layers import ALEXNET_CHANNELS, alexnet_lrn
 
-# AlexNet's convolutions (Krizhevsky et al. 2012) as (out channels, kernel, stride, padding, max-pool
-# after). The FCN keeps them and drops the fully connected layers (deep-fusion Sec. II-A).
-ALEXNET_CHANNELS: tuple[int, ...] = (96, 256, 384, 384, 256)
+# AlexNet's convolutions (Krizhevsky et al. 2012) as (kernel, stride, padding, max-pool after), their
+# widths in models.layers. The FCN keeps them and drops the fully connected layers (deep-fusion Sec. II-A).
 _ALEXNET_CONVS: tuple[tuple[int, int, int, bool], ...] = (
     (11, 4, 2, True),
     (5, 1, 2, True),
@@ -33,9 +33,6 @@ _ALEXNET_CONVS: tuple[tuple[int, int, int, bool], ...] = (
 )
 _POOL_KERNEL, _POOL_STRIDE = 3, 2
 
-# AlexNet's LRN constants (am-fbp Eq. 1 cites them: k_L = 2, n = 5, alpha = 1e-4, beta = 0.75).
-# torch divides alpha by n inside the sum, the paper does not: hence alpha * n here.
-_LRN_N, _LRN_ALPHA, _LRN_BETA, _LRN_K = 5, 1e-4, 0.75, 2.0
 
 
 class FBPInputError(ValueError):
@@ -134,7 +131,7 @@ class AudioEncoder(nn.Module):
         for index, (out_channels, (kernel, stride, padding, _)) in enumerate(zip(channels, _ALEXNET_CONVS)):
             self.convs.append(nn.Conv2d(in_channels, out_channels, kernel, stride, padding))
             self.lrns.append(
-                nn.LocalResponseNorm(_LRN_N, _LRN_ALPHA * _LRN_N, _LRN_BETA, _LRN_K)
+                alexnet_lrn()
                 if index < lrn_layers
                 else nn.Identity()
             )
