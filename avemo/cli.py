@@ -338,8 +338,10 @@ def audit(
     """
     import json
 
-    from tasks.audit.records import AuditError, describe, render, render_verification
-    from tasks.audit.records import verify as verify_path
+    from flows.audit import describe
+    from flows.audit import verify as verify_path
+    from tasks.audit.lineage import AuditError
+    from tasks.audit.render import render, render_verification
 
     try:
         if not verify:

@@ -15,7 +15,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from prefect import flow, get_run_logger, task
@@ -25,21 +24,15 @@ from avemo import schemas
 from avemo.parquet_io import read_table, write_table
 from avemo.provenance import provenance
 from models.registry import get_spec
-from tasks.learning.checkpoints import load_trained
 from tasks.learning.evaluation import (
     confusion_rows,
-    ensemble,
     evaluation_report,
+    fold_predictions,
     learning_curve_rows,
     predictions_table,
     recall_rows,
 )
-from tasks.learning.features import Features, TaskLabels, load_features, task_labels
-from tasks.learning.inference import (
-    ClipPredictions,
-    SegmentPredictions,
-    trained_posteriors,
-)
+from tasks.learning.features import load_features, task_labels
 
 
 class EvaluateInputError(ValueError):
@@ -55,25 +48,7 @@ def _checkpoints(model_dir: Path) -> dict[str, list[Path]]:
     return by_fold
 
 
-def _average_segments(members: list[SegmentPredictions]) -> SegmentPredictions:
-    first = members[0]
-    probabilities = np.mean([m.probabilities for m in members], axis=0)
-    return SegmentPredictions(first.clip_ids, first.segments, first.true, probabilities, first.classes)
-
-
-@task(name="evaluate-fold", cache_policy=NO_CACHE)
-def evaluate_fold(
-    fold: str, checkpoints: list[Path], features: Features, labels: TaskLabels, test_clips: list[str]
-) -> tuple[ClipPredictions, SegmentPredictions | None, dict[tuple[str, int], list]]:
-    clips, segments, histories = [], [], {}
-    for path in checkpoints:
-        trained = load_trained(path)
-        predictions = trained_posteriors(trained, features, labels, test_clips)
-        clips.append(predictions.clips)
-        if predictions.segments is not None:
-            segments.append(predictions.segments)
-        histories[(fold, trained.settings.seed)] = trained.history
-    return ensemble(clips), (_average_segments(segments) if segments else None), histories
+evaluate_fold = task(fold_predictions, name="evaluate-fold", cache_policy=NO_CACHE)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -137,9 +137,6 @@ def train_flow(system: str, params: TrainParams, hyperparameters: dict[str, Any]
     spec = get_spec(system)
     features = load_features(params.features_dir, spec.needs, spec.input_kind)
     labels = task_labels(features, params.task)
-    if features.segments is not None and features.segments.crops is not None:
-        # the visual-net's input size is the features' crop size, whatever preprocess was set to
-        hyperparameters = {"crop_size": int(features.segments.crops.shape[1]), **hyperparameters}
     clips = labels.labelled(features.clip_ids)
     speaker_of = dict(zip(features.clip_ids, features.speakers))
     split = params.split

@@ -2,6 +2,7 @@
 
 from models.registry import (
     MODELS,
+    InputShapes,
     ModalityError,
     ModelSpec,
     build_model,
@@ -9,4 +10,4 @@ from models.registry import (
     models_for,
 )
 
-__all__ = ["MODELS", "ModalityError", "ModelSpec", "build_model", "check_modalities", "models_for"]
+__all__ = ["MODELS", "InputShapes", "ModalityError", "ModelSpec", "build_model", "check_modalities", "models_for"]

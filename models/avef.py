@@ -37,20 +37,21 @@ class AVEFInputError(ValueError):
 @dataclass(frozen=True)
 class AVEFConfig:
     num_classes: int
+    # The input's sizes: the features' own (models.registry.InputShapes), never a second copy.
+    mel_bins: int  # log-mel bands of a segment image (64 in the paper)
+    mel_frames: int  # its analysis frames (64: 25 ms + 63 x 10 ms = 655 ms)
+    frames: int  # face crops per segment (16)
+    crop_size: int  # S
     width: float = 1.0  # conv channel multiplier of both CNNs; 1 = AlexNet / C3D
     fc_dim: int = 4096  # fc6 and fc7 of both CNNs, so the DBN's visible layer is 2 * 4096 = 8192
     dbn_hidden: tuple[int, ...] = (4096, 2048)  # the DBN's two hidden layers
-    mel_bins: int = 64
-    mel_frames: int = 64  # 25 ms + 63 x 10 ms = 655 ms
-    frames: int = 16  # face crops per segment
-    crop_size: int = 64  # S
     dropout: float = 0.3  # Table 3
 
     @classmethod
-    def cpu(cls, num_classes: int, **overrides: object) -> AVEFConfig:
+    def cpu(cls, num_classes: int, **fields: object) -> AVEFConfig:
         """Quarter-width CNNs, 512-wide fc layers and a 1024-512-256-C DBN: same shapes, 5.0 M
-        parameters instead of 167 M."""
-        return cls(num_classes, **{"width": 0.25, "fc_dim": 512, "dbn_hidden": (512, 256), **overrides})
+        parameters instead of 167 M (at the paper's input sizes, which ``fields`` must give)."""
+        return cls(num_classes, **{"width": 0.25, "fc_dim": 512, "dbn_hidden": (512, 256), **fields})
 
 
 @dataclass
@@ -107,8 +108,8 @@ class AudioNet(_ConvThenFC):
     would leave 15 x 15 after one layer); three 3 x 3 stride-2 max-pools take 64 to 7."""
 
     def __init__(
-        self, num_classes: int, width: float = 1.0, fc_dim: int = 4096, dropout: float = 0.3,
-        mel_bins: int = 64, mel_frames: int = 64,
+        self, num_classes: int, mel_bins: int, mel_frames: int, width: float = 1.0, fc_dim: int = 4096,
+        dropout: float = 0.3,
     ) -> None:
         c1, c2, c3, c4, c5 = _scaled(ALEXNET_CHANNELS, width)
         features = nn.Sequential(
@@ -130,8 +131,8 @@ class VisualNet(_ConvThenFC):
     2 x 2 x 2, so 16 x S x S ends at 1 x S/32 x S/32 (2 x 2 for S = 64)."""
 
     def __init__(
-        self, num_classes: int, width: float = 1.0, fc_dim: int = 4096, dropout: float = 0.3,
-        frames: int = 16, crop_size: int = 64,
+        self, num_classes: int, frames: int, crop_size: int, width: float = 1.0, fc_dim: int = 4096,
+        dropout: float = 0.3,
     ) -> None:
         if frames < 16 or crop_size < 32:
             raise AVEFInputError(
@@ -251,10 +252,10 @@ class AVEF(nn.Module):
     def __init__(self, config: AVEFConfig) -> None:
         super().__init__()
         self.audio_net = AudioNet(
-            config.num_classes, config.width, config.fc_dim, config.dropout, config.mel_bins, config.mel_frames
+            config.num_classes, config.mel_bins, config.mel_frames, config.width, config.fc_dim, config.dropout
         )
         self.visual_net = VisualNet(
-            config.num_classes, config.width, config.fc_dim, config.dropout, config.frames, config.crop_size
+            config.num_classes, config.frames, config.crop_size, config.width, config.fc_dim, config.dropout
         )
         # The first RBM has Gaussian visible units of unit variance, so the visible layer is standardised
         # unit by unit; unstandardised, the joint network sat at the majority class even on 8 samples.

@@ -44,7 +44,7 @@ class EncoderConfig:
     """What every clip-level model needs to read avemo's features."""
 
     num_classes: int
-    video_dim: int = 304  # D_1: 304 for the FER2013 CNN's fc2, 512 for VGGFace2
+    video_dim: int | None  # D_1, the face embeddings' width (304 FER2013 fc2, 512 VGGFace2); None: no video
     audio_channels: tuple[int, ...] = ALEXNET_CHANNELS  # the last one is C (= 256 in the paper)
     lrn_layers: int = 2  # LRN after the first two convolutions, as in AlexNet and deep-fusion Fig. 2
 
@@ -225,6 +225,8 @@ def build_audio_stream(config: StreamConfig) -> AudioStream:
 
 
 def build_video_stream(config: StreamConfig) -> VideoStream:
+    if config.video_dim is None:
+        raise FBPInputError("the video stream needs the face embeddings' width (video_dim); these features have no video")
     conv = FrameConv(config.video_dim)
     return VideoStream(ScaledSoftmaxAttention(conv.out_dim, config.temperature_v), reduction=conv)
 

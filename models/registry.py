@@ -38,7 +38,30 @@ class ModalityError(ValueError):
 
 
 class ModelSpecError(ValueError):
-    """An unknown model name or hyper-parameter."""
+    """An unknown model name or hyper-parameter, or features without a size the model needs."""
+
+
+@dataclass(frozen=True)
+class InputShapes:
+    """The sizes of the features a model reads, taken from the features themselves (their fixed-shape
+    Parquet columns, as loaded), so a model is never built for a second, possibly stale, copy of them.
+    None: the features hold no such input (audio-only features have no crops or embeddings)."""
+
+    mel_bands: int | None = None  # segment models: log-mel bands of a segment image
+    segment_frames: int | None = None  # ... and its analysis frames
+    faces_per_segment: int | None = None  # ... and its face crops
+    crop_size: int | None = None  # S of the S x S crops
+    embedding_dim: int | None = None  # clip models: width of a frame's face embedding
+
+
+# Constructor field -> the InputShapes size it takes; a model's spec lists the ones it has.
+SHAPE_FIELDS: dict[str, str] = {
+    "mel_bins": "mel_bands",
+    "mel_frames": "segment_frames",
+    "frames": "faces_per_segment",
+    "crop_size": "crop_size",
+    "video_dim": "embedding_dim",
+}
 
 
 @dataclass(frozen=True)
@@ -46,9 +69,10 @@ class ModelSpec:
     name: str
     needs: frozenset[str]
     input_kind: InputKind
-    build: Callable[..., nn.Module]  # build(num_classes, **hyperparameters)
-    hyperparameters: tuple[str, ...]  # the keyword arguments build accepts besides num_classes
+    build: Callable[..., nn.Module]  # build(num_classes, **sizes, **hyperparameters)
+    hyperparameters: tuple[str, ...]  # the keyword arguments build accepts besides num_classes and sizes
     description: str
+    sizes: tuple[str, ...] = ()  # constructor fields the features' InputShapes fill (SHAPE_FIELDS)
 
 
 def _configured(
@@ -59,14 +83,17 @@ def _configured(
     def build(num_classes: int, **hyperparameters: object) -> nn.Module:
         return model(config(num_classes, **{**preset, **hyperparameters}))
 
-    names = tuple(f.name for f in dataclasses.fields(config) if f.name != "num_classes" and f.name not in preset)
-    return ModelSpec(name, frozenset(needs), kind, build, names, description)
+    fields = [f.name for f in dataclasses.fields(config) if f.name != "num_classes" and f.name not in preset]
+    sizes = tuple(f for f in fields if f in SHAPE_FIELDS)
+    hyperparameters = tuple(f for f in fields if f not in SHAPE_FIELDS)
+    return ModelSpec(name, frozenset(needs), kind, build, hyperparameters, description, sizes)
 
 
 def _direct(name: str, needs: set[str], model: type[nn.Module], description: str) -> ModelSpec:
     """A segment sub-network whose constructor takes its hyper-parameters as arguments."""
-    names = tuple(p for p in inspect.signature(model).parameters if p != "num_classes")
-    return ModelSpec(name, frozenset(needs), "segment", model, names, description)
+    names = [p for p in inspect.signature(model).parameters if p != "num_classes"]
+    sizes = tuple(p for p in names if p in SHAPE_FIELDS)
+    return ModelSpec(name, frozenset(needs), "segment", model, tuple(p for p in names if p not in SHAPE_FIELDS), description, sizes)
 
 
 AV = {"audio", "video"}
@@ -107,16 +134,21 @@ def get_spec(name: str) -> ModelSpec:
         raise ModelSpecError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
 
 
-def build_model(name: str, num_classes: int, **hyperparameters: object) -> nn.Module:
-    """The named model with its paper's defaults, any of which ``hyperparameters`` overrides."""
+def build_model(name: str, num_classes: int, shapes: InputShapes, **hyperparameters: object) -> nn.Module:
+    """The named model for features of ``shapes``, with its paper's defaults, any of which
+    ``hyperparameters`` overrides."""
     spec = get_spec(name)
+    sizes = {field: getattr(shapes, SHAPE_FIELDS[field]) for field in spec.sizes}
+    needed = [SHAPE_FIELDS[f] for f, size in sizes.items() if size is None and (f != "video_dim" or "video" in spec.needs)]
+    if needed:
+        raise ModelSpecError(f"model {name!r} needs features with {', '.join(needed)}; these features have none")
     unknown = sorted(set(hyperparameters) - set(spec.hyperparameters))
     if unknown:
         raise ModelSpecError(
             f"model {name!r} has no hyper-parameter {', '.join(unknown)}; its hyper-parameters are: "
             f"{', '.join(spec.hyperparameters)}"
         )
-    return spec.build(num_classes, **hyperparameters)
+    return spec.build(num_classes, **sizes, **hyperparameters)
 
 
 def models_for(available: Iterable[str]) -> list[str]:

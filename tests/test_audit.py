@@ -17,15 +17,10 @@ from avemo.config import PreprocessParams
 from avemo.ffmpeg import ffmpeg_exe
 from avemo.parquet_io import read_provenance, write_table
 from avemo.provenance import provenance
+from flows.audit import describe, verify
 from flows.preprocess import run_preprocess
-from tasks.audit.records import (
-    AuditError,
-    compare_values,
-    describe,
-    dvc_origin,
-    md5_file,
-    verify,
-)
+from tasks.audit.lineage import AuditError, dvc_origin, md5_file
+from tasks.audit.verify import compare_values
 from tasks.corpora.manifest import build_manifest, manifest_table
 from tasks.probe import sha256_file
 from tasks.sample import write_sample_corpus

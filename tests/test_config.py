@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from avemo.config import SYSTEMS, ConfigError, Params, load_params
-from models.registry import build_model
+from models.registry import InputShapes, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,8 +17,13 @@ def test_shipped_params_load_and_every_system_builds() -> None:
     assert params.preprocess.segment.duration_s == pytest.approx(0.655)
     assert params.preprocess.segment.stride_frames == 34
     assert set(params.train.systems) == set(SYSTEMS)
+    p = params.preprocess
+    shapes = InputShapes(  # what preprocessing with these params writes; 304: the FER2013 embedding's width
+        mel_bands=p.audio_features.n_mels, segment_frames=p.segment.frames,
+        faces_per_segment=p.faces.frames_per_segment, crop_size=p.faces.crop_size, embedding_dim=304,
+    )  # fmt: skip
     for system in params.train.systems:
-        build_model(system, 4, **params.models.get(system, {}))
+        build_model(system, 4, shapes, **params.models.get(system, {}))
 
 
 def test_missing_file_gives_the_defaults(tmp_path: Path) -> None:

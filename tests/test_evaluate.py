@@ -140,7 +140,7 @@ def segment_setup():
     labels = TaskLabels("emotion", CLASSES, {"u": 0, "v": 2}, {})
     identity = Standardization({"log_mel": (np.zeros((3, 64, 1), np.float32), np.ones((3, 64, 1), np.float32))})
     torch.manual_seed(0)
-    model = build_model("avef_audio", len(CLASSES), width=1 / 16, fc_dim=8)
+    model = build_model("avef_audio", len(CLASSES), features.shapes, width=1 / 16, fc_dim=8)
     return model, make_dataset(features, labels, ["u", "v"], identity), arrays
 
 

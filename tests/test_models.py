@@ -3,6 +3,7 @@ pre-training, tiny overfits, and the registry's modality check. Sizes are small 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import MODELS, ModalityError, build_model, check_modalities, models_for
+from models import MODELS, InputShapes, ModalityError, build_model, check_modalities, models_for
 from models.attention import (
     AttentionInputError,
     RelationAttention,
@@ -47,6 +48,9 @@ from models.registry import ModelSpecError
 NUM_CLASSES = 3
 VIDEO_DIM = 64  # stands in for 304 (FER2013 fc2) or 512 (VGGFace2): any multiple of 4
 SPECTROGRAM_BINS = 200
+# The paper's segment sizes; 64 px crops (avemo's default 48 is the FER2013 network's input).
+SHAPES = InputShapes(mel_bands=64, segment_frames=64, faces_per_segment=16, crop_size=64, embedding_dim=VIDEO_DIM)
+SMALL_CROPS = dataclasses.replace(SHAPES, crop_size=32)
 CLIP_MODELS = [name for name, spec in MODELS.items() if spec.input_kind == "clip"]
 SEGMENT_MODELS = [name for name, spec in MODELS.items() if spec.input_kind == "segment"]
 
@@ -57,7 +61,7 @@ def small_hyperparameters(name: str) -> dict:
         return dict(width=1 / 8, fc_dim=32, dbn_hidden=(32, 16))
     if name in ("avef_audio", "avef_video"):
         return dict(width=1 / 8, fc_dim=32)
-    hyper = dict(audio_channels=(4, 8, 8, 8, 8), video_dim=VIDEO_DIM)
+    hyper: dict = dict(audio_channels=(4, 8, 8, 8, 8))
     if name.endswith("fbp"):
         hyper.update(O=16, O_M=12)
     if name.endswith("_attention"):
@@ -209,7 +213,7 @@ def test_without_biases_mu_and_eta_cancel_so_agfbp_demands_them() -> None:
     mu, eta = adaptive_factors(a, v)
     torch.testing.assert_close(fbp(mu[:, None] * a, eta[:, None] * v), fbp(a, v))
     with pytest.raises(FBPInputError, match="projection_bias=True"):
-        FBPConfig(NUM_CLASSES, adaptive=True)
+        FBPConfig(NUM_CLASSES, VIDEO_DIM, adaptive=True)
 
 
 def test_trunk_shares_cut_each_clip_into_h_equal_parts() -> None:
@@ -227,7 +231,7 @@ def test_trunk_shares_cut_each_clip_into_h_equal_parts() -> None:
 
 def test_intra_trunk_vectors_add_up_to_the_global_vector() -> None:
     torch.manual_seed(0)
-    config = FBPConfig(NUM_CLASSES, audio_channels=(4, 8, 8, 8, 8), video_dim=VIDEO_DIM)
+    config = FBPConfig(NUM_CLASSES, VIDEO_DIM, audio_channels=(4, 8, 8, 8, 8))
     batch = clip_batch(torch.Generator().manual_seed(1), [200, 130], [9, 4])
     for stream, x, lengths in (
         (build_audio_stream(config), batch["audio"], batch["audio_lengths"]),
@@ -246,7 +250,7 @@ def test_intra_trunk_vectors_add_up_to_the_global_vector() -> None:
 def test_clip_model_forward_shapes_and_padding_invariance(name: str) -> None:
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    model = build_model(name, NUM_CLASSES, **small_hyperparameters(name)).eval()
+    model = build_model(name, NUM_CLASSES, SHAPES, **small_hyperparameters(name)).eval()
     batch = clip_batch(generator, audio_lengths=[190, 63, 120], video_lengths=[12, 3, 7])
     out = model(**inputs_for(name, batch))
     assert out.logits.shape == (3, NUM_CLASSES)
@@ -275,7 +279,7 @@ def test_clip_model_forward_shapes_and_padding_invariance(name: str) -> None:
 def test_fbp_embeddings_are_l2_normalised_per_level(name: str) -> None:
     torch.manual_seed(0)
     hyper = small_hyperparameters(name)
-    model = build_model(name, NUM_CLASSES, **hyper).eval()
+    model = build_model(name, NUM_CLASSES, SHAPES, **hyper).eval()
     out = model(**clip_batch(torch.Generator().manual_seed(0), [100, 80], [5, 6]))
     parts = out.embedding.split([hyper["O"], hyper["O_M"]], dim=-1) if "m" in name[:2] else (out.embedding,)
     assert out.embedding.shape[-1] == sum(part.shape[-1] for part in parts)
@@ -290,7 +294,7 @@ def test_fbp_embeddings_are_l2_normalised_per_level(name: str) -> None:
 
 def test_decision_fusion_averages_the_two_posteriors() -> None:
     torch.manual_seed(0)
-    model = build_model("decision", NUM_CLASSES, **small_hyperparameters("decision")).eval()
+    model = build_model("decision", NUM_CLASSES, SHAPES, **small_hyperparameters("decision")).eval()
     batch = clip_batch(torch.Generator().manual_seed(0), [100, 70], [5, 2])
     fused = torch.softmax(model(**batch).logits, dim=-1)
     p_a = torch.softmax(model.audio(batch["audio"], batch["audio_lengths"]).logits, dim=-1)
@@ -303,7 +307,7 @@ def test_decision_fusion_averages_the_two_posteriors() -> None:
 
 def test_avef_returns_logits_and_the_dbn_last_hidden_layer() -> None:
     torch.manual_seed(0)
-    model = build_model("avef", NUM_CLASSES, **small_hyperparameters("avef")).eval()
+    model = build_model("avef", NUM_CLASSES, SHAPES, **small_hyperparameters("avef")).eval()
     audio, video = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 16, 64, 64)
     out = model(audio, video)
     assert out.logits.shape == (2, NUM_CLASSES) and out.hidden.shape == (2, 16)
@@ -312,10 +316,11 @@ def test_avef_returns_logits_and_the_dbn_last_hidden_layer() -> None:
         model(audio, torch.randn(2, 3, 16, 48, 48))
 
 
-def test_avef_sizes_default_to_the_paper_and_the_crop_size_is_a_parameter() -> None:
-    config = AVEFConfig(6)
+def test_avef_widths_default_to_the_paper_and_its_input_sizes_are_given() -> None:
+    paper_inputs = dict(mel_bins=64, mel_frames=64, frames=16)
+    config = AVEFConfig(6, crop_size=64, **paper_inputs)
     assert (2 * config.fc_dim, *config.dbn_hidden) == (8192, 4096, 2048)
-    small = AVEF(AVEFConfig.cpu(NUM_CLASSES, crop_size=32, width=1 / 8, fc_dim=16)).eval()
+    small = AVEF(AVEFConfig.cpu(NUM_CLASSES, crop_size=32, width=1 / 8, fc_dim=16, **paper_inputs)).eval()
     out = small(torch.randn(1, 3, 64, 64), torch.randn(1, 3, 16, 32, 32))
     assert out.hidden.shape == (1, 256)
 
@@ -413,9 +418,7 @@ def test_tiny_overfit(name: str) -> None:
     hyper = small_hyperparameters(name)
     if "dropout" in MODELS[name].hyperparameters:
         hyper["dropout"] = 0.0
-    if name == "avef_video":
-        hyper["crop_size"] = 32
-    model = build_model(name, NUM_CLASSES, **hyper)
+    model = build_model(name, NUM_CLASSES, SMALL_CROPS if name == "avef_video" else SHAPES, **hyper)
     inputs, labels = overfit_inputs(name)
     train_until_all_correct(model, inputs, labels, steps=150, lr=1e-2 if MODELS[name].input_kind == "clip" else 3e-3)
 
@@ -424,7 +427,7 @@ def test_dbn_overfits_fixed_segment_features_and_avef_fine_tunes_jointly() -> No
     torch.manual_seed(0)
     inputs, labels = overfit_inputs("avef")
     train_until_all_correct(DBN(64, (32, 16), NUM_CLASSES), {"visible": torch.randn(8, 64)}, labels, steps=150, lr=1e-2)
-    model = build_model("avef", NUM_CLASSES, **dict(small_hyperparameters("avef"), dropout=0.0, crop_size=32))
+    model = build_model("avef", NUM_CLASSES, SMALL_CROPS, **dict(small_hyperparameters("avef"), dropout=0.0))
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(25):
@@ -464,15 +467,22 @@ def test_model_needing_a_missing_modality_says_which_and_what_to_choose() -> Non
 
 def test_unknown_names_and_hyperparameters_are_refused_with_the_choices() -> None:
     with pytest.raises(ModelSpecError, match="unknown model 'fbp'; choose one of: avef, gfbp"):
-        build_model("fbp", 3)
+        build_model("fbp", 3, SHAPES)
     with pytest.raises(ModelSpecError, match="no hyper-parameter lamda_a; its hyper-parameters are: .*temperature_a"):
-        build_model("gfbp", 3, lamda_a=0.5)
+        build_model("gfbp", 3, SHAPES, lamda_a=0.5)
 
 
 def test_avef_trains_on_a_batch_of_one_segment() -> None:
     """A corpus whose segment count leaves a last batch of one must still train (no batch statistics)."""
     inputs, labels = overfit_inputs("avef")
-    model = build_model("avef", NUM_CLASSES, **dict(small_hyperparameters("avef"), crop_size=32)).train()
+    model = build_model("avef", NUM_CLASSES, SMALL_CROPS, **small_hyperparameters("avef")).train()
     one = {name: tensor[:1] for name, tensor in inputs.items()}
     F.cross_entropy(model(**one).logits, labels[:1]).backward()
     assert model.visible_norm.num_batches_tracked == 0  # the lone segment left the running statistics alone
+
+
+def test_a_model_is_not_built_for_features_without_a_size_it_needs() -> None:
+    with pytest.raises(ModelSpecError, match="model 'avef' needs features with mel_bands, segment_frames"):
+        build_model("avef", NUM_CLASSES, InputShapes(embedding_dim=VIDEO_DIM))
+    audio_only = InputShapes()  # the audio system reads spectrograms, whose width the encoder does not fix
+    assert build_model("audio", NUM_CLASSES, audio_only, **small_hyperparameters("audio")) is not None

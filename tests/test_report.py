@@ -24,7 +24,7 @@ from avemo.config import TrainParams
 from flows.evaluate import evaluate_flow
 from flows.train import run_train
 from models.fbp import AudioEncoder
-from models.registry import build_model
+from models.registry import InputShapes, build_model
 from tasks.report.analysis import (
     MIN_TSNE_CLIPS,
     ReportError,
@@ -71,7 +71,7 @@ def test_attention_curves_sum_to_one_over_each_clips_own_frames() -> None:
     """Clips of different lengths share a padded batch; each curve must cover its clip's frames only,
     sum to one there, and equal what the clip gives alone (no padding leaks in)."""
     torch.manual_seed(0)
-    model = build_model("agfbp", 2, video_dim=64, audio_channels=(4, 8, 8, 8, 8), O=8, K=2).eval()
+    model = build_model("agfbp", 2, InputShapes(embedding_dim=64), audio_channels=(4, 8, 8, 8, 8), O=8, K=2).eval()
     items = _clip_items(np.random.default_rng(0), [120, 260, 90], [20, 41, 9])
     batched = clip_model_outputs(model, items, batch_size=3)
     encoder = next(m for m in model.modules() if isinstance(m, AudioEncoder))
@@ -90,7 +90,7 @@ def test_attention_curves_sum_to_one_over_each_clips_own_frames() -> None:
 
 
 def test_gfbp_has_no_audio_factor() -> None:
-    model = build_model("gfbp", 2, video_dim=64, audio_channels=(4, 8, 8, 8, 8), O=8, K=2).eval()
+    model = build_model("gfbp", 2, InputShapes(embedding_dim=64), audio_channels=(4, 8, 8, 8, 8), O=8, K=2).eval()
     assert clip_model_outputs(model, _clip_items(np.random.default_rng(1), [100], [5])).mu is None
 
 

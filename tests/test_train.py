@@ -26,8 +26,8 @@ CLASSES = ("anger", "happiness", "sadness")
 BINS = 200
 VIDEO_DIM = 16
 SMALL_AUDIO = dict(audio_channels=(4, 8, 8, 8, 8))
-SMALL_VIDEO = dict(video_dim=VIDEO_DIM)
-SMALL_AVEF = dict(width=1 / 16, fc_dim=16, dbn_hidden=(16, 8), crop_size=32)
+SMALL_VIDEO: dict = {}  # the video stream's input width comes from the features
+SMALL_AVEF = dict(width=1 / 16, fc_dim=16, dbn_hidden=(16, 8))  # 32 px crops: the features'
 FAST = TrainSettings(epochs=30, batch_size=4, lr=3e-2, patience=4, seed=0)
 
 
@@ -171,7 +171,7 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path, problem, trained_vide
     assert set(raw) == {"format", "state_dict", "meta"}
     _, meta = load_checkpoint(path)
     assert meta["model"] == "video" and meta["classes"] == list(CLASSES) and meta["fold"] == "loso-s2"
-    assert meta["hyperparameters"] == {"video_dim": VIDEO_DIM}
+    assert meta["hyperparameters"] == {} and meta["input_shapes"]["embedding_dim"] == VIDEO_DIM
     assert meta["best_epoch"] == trained.best_epoch and meta["settings"]["lr"] == FAST.lr
     assert len(meta["standardization"]["embedding"]["mean"]) == VIDEO_DIM
     restored = load_trained(path)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 import avemo
 from avemo.device import resolve_device
-from models.registry import build_model
+from models.registry import InputShapes, build_model
 from tasks.learning.standardization import (
     Standardization,
 )
@@ -86,6 +86,7 @@ def checkpoint_meta(trained: Trained) -> dict[str, Any]:
         "avemo_version": avemo.__version__,
         "model": trained.model_name,
         "hyperparameters": {k: _json_ready(v) for k, v in trained.hyperparameters.items()},
+        "input_shapes": dataclasses.asdict(trained.shapes),
         "task": trained.task,
         "classes": list(trained.classes),
         "standardization": trained.standardization.to_json() if trained.standardization else None,
@@ -108,19 +109,40 @@ def _migrated_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {**settings, "optimizer": "adamw"} if settings.get("optimizer") == "adam" else settings
 
 
+def _legacy_shapes(meta: dict[str, Any], hyperparameters: dict[str, Any]) -> InputShapes:
+    """The input sizes of a checkpoint written before they were stored: its feature settings give them
+    (and a crop size or embedding width then passed as a hyper-parameter, which it moves out)."""
+    features = meta.get("feature_params") or {}
+    faces = features.get("faces", {})
+    embedding = {"fer2013": 304, "vggface2": 512}.get(features.get("face_features", {}).get("extractor"))
+    return InputShapes(
+        mel_bands=features.get("audio_features", {}).get("n_mels"),
+        segment_frames=features.get("segment", {}).get("frames"),
+        faces_per_segment=faces.get("frames_per_segment"),
+        crop_size=hyperparameters.pop("crop_size", faces.get("crop_size")),
+        embedding_dim=hyperparameters.pop("video_dim", embedding),
+    )
+
+
 def load_trained(path: Path, device: str = "cpu") -> Trained:
-    """Rebuild the model from its registry name and hyper-parameters, load its weights, re-fit the SVM."""
+    """Rebuild the model from its registry name, input sizes and hyper-parameters, load its weights,
+    re-fit the SVM."""
     state, meta = load_checkpoint(path)
     hyperparameters = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["hyperparameters"].items()}
-    model = build_model(meta["model"], len(meta["classes"]), **hyperparameters)
+    if "input_shapes" in meta:
+        shapes = InputShapes(**meta["input_shapes"])
+    else:
+        shapes = _legacy_shapes(meta, hyperparameters)
+    model = build_model(meta["model"], len(meta["classes"]), shapes, **hyperparameters)
     model.load_state_dict(state)
     model.to(resolve_device(device)).eval()
-    known = {"avemo_version", "model", "hyperparameters", "task", "classes", "standardization", "settings",
+    known = {"avemo_version", "model", "hyperparameters", "input_shapes", "task", "classes", "standardization", "settings",
              "history", "best_epoch", "clip_svm_training", "transfer"}  # fmt: skip
     transfer = meta["transfer"]
     trained = Trained(
         model_name=meta["model"],
         hyperparameters=hyperparameters,
+        shapes=shapes,
         model=model,
         task=meta["task"],
         classes=tuple(meta["classes"]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,8 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from avemo.schemas import PREDICTIONS, SEGMENT_PREDICTIONS
-from tasks.learning.inference import ClipPredictions, SegmentPredictions
+from tasks.learning.checkpoints import load_trained
+from tasks.learning.features import Features, TaskLabels
+from tasks.learning.inference import ClipPredictions, SegmentPredictions, trained_posteriors
 from tasks.learning.metrics import MatchedPairsResult, average_posteriors, classification_report, matched_pairs_test
+from tasks.learning.trained import EpochRecord
 
 
 class EvaluateError(ValueError):
@@ -37,6 +41,28 @@ def ensemble(members: Sequence[ClipPredictions]) -> ClipPredictions:
         average_posteriors([m.probabilities for m in members]),
         first.classes,
     )
+
+
+def _average_segments(members: list[SegmentPredictions]) -> SegmentPredictions:
+    first = members[0]
+    probabilities = np.mean([m.probabilities for m in members], axis=0)
+    return SegmentPredictions(first.clip_ids, first.segments, first.true, probabilities, first.classes)
+
+
+def fold_predictions(
+    fold: str, checkpoints: Sequence[Path], features: Features, labels: TaskLabels, test_clips: Sequence[str]
+) -> tuple[ClipPredictions, SegmentPredictions | None, dict[tuple[str, int], list[EpochRecord]]]:
+    """A fold's test clips scored by its checkpoints (one per seed), posteriors averaged over the seeds;
+    and each seed's training history."""
+    clips, segments, histories = [], [], {}
+    for path in checkpoints:
+        trained = load_trained(path)
+        predictions = trained_posteriors(trained, features, labels, test_clips)
+        clips.append(predictions.clips)
+        if predictions.segments is not None:
+            segments.append(predictions.segments)
+        histories[(fold, trained.settings.seed)] = trained.history
+    return ensemble(clips), (_average_segments(segments) if segments else None), histories
 
 
 def predictions_table(predictions: ClipPredictions | SegmentPredictions, fold: str, system: str) -> pa.Table:

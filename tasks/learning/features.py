@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from avemo import schemas
 from avemo.labels import binary_task_labels
 from avemo.parquet_io import read_table
-from models.registry import MODALITIES, InputKind, ModalityError
+from models.registry import MODALITIES, InputKind, InputShapes, ModalityError
 
 Task = Literal["emotion", "arousal", "valence"]
 
@@ -70,6 +70,22 @@ class Features:
         return frozenset(
             m for m, arrays in (("audio", self.spectrograms), ("video", self.embeddings)) if arrays is not None
         )
+
+    @property
+    def shapes(self) -> InputShapes:
+        """The loaded arrays' sizes, which a model is built for: they come from the Parquet columns'
+        fixed shapes, so changing, say, ``faces.crop_size`` needs no second setting anywhere."""
+        if self.segments is not None:
+            _, bands, frames = self.segments.log_mel.shape[1:]
+            crops, rows = self.segments.crops, self.segments.face_rows
+            return InputShapes(
+                mel_bands=bands,
+                segment_frames=frames,
+                faces_per_segment=rows.shape[1] if rows is not None else None,
+                crop_size=crops.shape[1] if crops is not None else None,
+            )
+        first = next(iter(self.embeddings.values()), None) if self.embeddings is not None else None
+        return InputShapes(embedding_dim=first.shape[1] if first is not None else None)
 
 
 def available_modalities(features_dir: Path) -> frozenset[str]:

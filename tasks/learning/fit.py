@@ -299,7 +299,7 @@ def fit(
     device = process_device(settings.device)
     torch.manual_seed(settings.seed)
     with _deterministic(device):
-        model = build_model(model_name, len(labels.classes), **hyperparameters).to(device)
+        model = build_model(model_name, len(labels.classes), features.shapes, **hyperparameters).to(device)
         transfer = transfer_parameters(model, init_from, trainable) if init_from is not None else None
         data = _fold_data(model, spec.needs, features, labels, train_clips, val_clips, settings, world)
         if isinstance(model, AVEF) and settings.dbn_pretrain_epochs:
@@ -307,7 +307,7 @@ def fit(
             _pretrain_dbn(model, DataLoader(data.train_set, 64, collate_fn=collate), settings, device)
         history, best_epoch = _epochs(model, data, labels.classes, settings, device, world, progress)
         trained = Trained(
-            model_name, hyperparameters, model, labels.task, labels.classes, data.standardization, settings,
+            model_name, hyperparameters, features.shapes, model, labels.task, labels.classes, data.standardization, settings,
             history, best_epoch, transfer=transfer,
         )  # fmt: skip
         if model_name == "avef":

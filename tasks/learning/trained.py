@@ -15,6 +15,7 @@ import numpy as np
 from torch import nn
 
 from models.avef import ClipSVM
+from models.registry import InputShapes
 from tasks.learning.standardization import (
     Standardization,
 )
@@ -76,6 +77,7 @@ class Trained:
 
     model_name: str
     hyperparameters: dict[str, Any]
+    shapes: InputShapes  # the sizes of the features it was built for
     model: nn.Module
     task: str
     classes: tuple[str, ...]
