@@ -8,7 +8,7 @@ of 304 dims for clip models; 5 segments of a 3 x 64 x 64 log-mel image and 16 fa
 64 x 64 for segment models; the second epoch is timed, so one-off kernel set-up is left out. The
 loop's cost (batching, padding, optimiser) is included.
 Clip models report clips/s and the equivalent segments/s (5 segments per clip), so the two kinds
-compare on one scale. AVEF models use ``AVEFConfig.cpu`` widths unless ``--paper-size``.
+compare on one scale. AVEF models use the CPU widths of params.yaml (models.avef) unless ``--paper-size``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.avef import AVEFConfig  # noqa: E402
+from avemo.config import load_params  # noqa: E402
 from models.registry import MODELS  # noqa: E402
-from tasks.learning.features import Features, SegmentArrays, task_labels
-from tasks.learning.fit import fit
-from tasks.learning.trained import TrainSettings
+from tasks.learning.features import Features, SegmentArrays, task_labels  # noqa: E402
+from tasks.learning.fit import fit  # noqa: E402
+from tasks.learning.trained import TrainSettings  # noqa: E402
 
 SPECTROGRAM_FRAMES, BINS, VIDEO_FRAMES, VIDEO_DIM = 196, 200, 60, 304
 SEGMENTS_PER_CLIP, CROP, FACES = 5, 64, 16
@@ -57,12 +57,12 @@ def segment_inputs(n_clips: int, rng: np.random.Generator) -> Features:
 
 
 def hyperparameters(name: str, paper_size: bool) -> dict:
+    """The project's CPU widths (params.yaml's models.avef) for AVEF and its networks, unless paper-size."""
     if paper_size or MODELS[name].input_kind == "clip":
         return {}
-    cpu = AVEFConfig.cpu(len(EMOTIONS))
-    if name == "avef":
-        return {"width": cpu.width, "fc_dim": cpu.fc_dim, "dbn_hidden": cpu.dbn_hidden}
-    return {"width": cpu.width, "fc_dim": cpu.fc_dim}
+    avef = load_params(REPO / "params.yaml").models.get("avef", {})
+    keys = MODELS[name].hyperparameters
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in avef.items() if key in keys and key != "dropout"}
 
 
 def bench(name: str, n_clips: int, batch_size: int, paper_size: bool) -> dict:

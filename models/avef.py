@@ -10,8 +10,8 @@
 - clip fusion: the DBN's last hidden layer average-pooled over a clip's segments
   (:func:`average_pool_segments`), classified by a polynomial-kernel SVM (:class:`ClipSVM`, Sec. 2.2.4).
 
-The paper's sizes (:class:`AVEFConfig` defaults) hold 167 M parameters; :meth:`AVEFConfig.cpu` keeps
-the shapes at a quarter of the width (5.0 M parameters) so the whole model trains on a CPU.
+The paper's sizes (:class:`AVEFConfig` defaults) hold 167 M parameters; the project's ``params.yaml``
+(``models.avef``) narrows the widths for a CPU (a quarter: 5.0 M parameters), the shapes unchanged.
 """
 
 from __future__ import annotations
@@ -46,12 +46,6 @@ class AVEFConfig:
     fc_dim: int = 4096  # fc6 and fc7 of both CNNs, so the DBN's visible layer is 2 * 4096 = 8192
     dbn_hidden: tuple[int, ...] = (4096, 2048)  # the DBN's two hidden layers
     dropout: float = 0.3  # Table 3
-
-    @classmethod
-    def cpu(cls, num_classes: int, **fields: object) -> AVEFConfig:
-        """Quarter-width CNNs, 512-wide fc layers and a 1024-512-256-C DBN: same shapes, 5.0 M
-        parameters instead of 167 M (at the paper's input sizes, which ``fields`` must give)."""
-        return cls(num_classes, **{"width": 0.25, "fc_dim": 512, "dbn_hidden": (512, 256), **fields})
 
 
 @dataclass

@@ -320,7 +320,7 @@ def test_avef_widths_default_to_the_paper_and_its_input_sizes_are_given() -> Non
     paper_inputs = dict(mel_bins=64, mel_frames=64, frames=16)
     config = AVEFConfig(6, crop_size=64, **paper_inputs)
     assert (2 * config.fc_dim, *config.dbn_hidden) == (8192, 4096, 2048)
-    small = AVEF(AVEFConfig.cpu(NUM_CLASSES, crop_size=32, width=1 / 8, fc_dim=16, **paper_inputs)).eval()
+    small = AVEF(AVEFConfig(NUM_CLASSES, crop_size=32, width=1 / 8, fc_dim=16, dbn_hidden=(512, 256), **paper_inputs)).eval()
     out = small(torch.randn(1, 3, 64, 64), torch.randn(1, 3, 16, 32, 32))
     assert out.hidden.shape == (1, 256)
 
