@@ -256,17 +256,15 @@ def report(
       avemo report --systems gfbp,agfbp,amfbp --out /tmp/fbp-report
     """
     from flows.report import build_report
-    from tasks.report.analysis import ReportSettings
 
     params = _params(params_file)
     p = params.report
     names = [name.strip() for item in systems or [] for name in item.split(",") if name.strip()] or params.train.systems
-    settings = ReportSettings(**p.model_dump(exclude={"out_dir"}))
     started = time.perf_counter()
     try:
         summary = build_report(
             names, eval_dir=params.evaluate.out_dir, models_dir=params.train.out_dir,
-            features_dir=params.train.features_dir, out_dir=out or p.out_dir, settings=settings,
+            features_dir=params.train.features_dir, out_dir=out or p.out_dir, settings=p,
         )  # fmt: skip
     except ValueError as err:
         _fail(str(err))

@@ -1,14 +1,18 @@
-"""One typed configuration, loaded from ``params.yaml``.
+"""One typed configuration, loaded from ``params.yaml``: its one home, and the home of every default.
 
-Each stage reads only its own section, so DVC's dotted ``params`` in ``dvc.yaml`` re-run exactly the
-stages whose settings changed. Unknown keys are rejected: a typo in ``params.yaml`` must not silently
-fall back to a default.
+``params.yaml`` in avemo's repository holds every setting with its value and meaning; this module holds
+their types and bounds, and reads the values from that file (``DEFAULTS``), so no value is written twice.
+A params file given with ``--params`` may hold only what it changes: the keys it leaves out keep
+``params.yaml``'s values. Each stage reads only its own section, so DVC's dotted ``params`` in
+``dvc.yaml`` re-run exactly the stages whose settings changed. Unknown keys are rejected: a typo in a
+params file must not silently fall back to a default.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -20,39 +24,82 @@ from pydantic import (
     model_validator,
 )
 
+DEFAULTS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+class ConfigError(ValueError):
+    """``params.yaml`` is missing, unreadable or holds a wrong setting."""
+
+
+@functools.cache
+def _shipped() -> dict[str, Any]:
+    try:
+        return yaml.safe_load(DEFAULTS.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{DEFAULTS} not found: avemo reads its settings' values from the params.yaml of its repository; "
+            "install avemo from a clone (make setup, or pip install -e .)"
+        ) from None
+
+
+def shipped_section(dotted: str) -> dict[str, Any]:
+    """The section of ``params.yaml`` at ``dotted`` (``preprocess.vad``; "" for the whole file)."""
+    section: Any = _shipped()
+    for key in filter(None, dotted.split(".")):
+        section = section.get(key) or {}
+    return section if isinstance(section, dict) else {}
+
 
 class _Section(BaseModel):
+    """A section of ``params.yaml``; the keys a given document leaves out take their values from there."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    defaults_at: ClassVar[str | None] = None  # where in params.yaml the section's values live
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shipped_values(cls, data: Any) -> Any:
+        if cls.defaults_at is None or not isinstance(data, dict):
+            return data
+        return {**shipped_section(cls.defaults_at), **data}
 
 
 class SampleParams(_Section):
-    out_dir: Path = Path("data/sample_corpus")
-    speakers: list[int] = [1001, 1002, 1003]
-    emotions: list[str] = ["ANG", "HAP", "NEU", "SAD"]
-    sentences: list[str] = ["DFA", "IEO"]
-    seed: int = 0
+    defaults_at = "sample"
+
+    out_dir: Path
+    speakers: list[int]
+    emotions: list[str]
+    sentences: list[str]
+    seed: int
 
 
 CorpusFormat = Literal["cremad", "ravdess", "enterface", "mead", "emodb", "csv"]
 
 
 class IngestParams(_Section):
-    corpus_dir: Path = Path("data/sample_corpus")
-    format: CorpusFormat = "cremad"
-    csv: Path | None = None  # --format csv: the path,speaker,label file (default CORPUS_DIR/labels.csv)
-    manifest: Path = Path("data/manifest.parquet")
-    workers: int = Field(4, ge=1)  # files probed and hashed at once
+    defaults_at = "ingest"
+
+    corpus_dir: Path
+    format: CorpusFormat
+    csv: Path | None  # --format csv: the path,speaker,label file (default CORPUS_DIR/labels.csv)
+    manifest: Path
+    workers: int = Field(ge=1)  # files probed and hashed at once
 
 
 class AudioParams(_Section):
-    sample_rate: Literal[8000, 16000, 32000, 48000] = 16000  # rates webrtcvad accepts
-    pre_emphasis: float = Field(0.97, ge=0.0, le=1.0)
+    defaults_at = "preprocess.audio"
+
+    sample_rate: Literal[8000, 16000, 32000, 48000]  # rates webrtcvad accepts
+    pre_emphasis: float = Field(ge=0.0, le=1.0)
 
 
 class VadParams(_Section):
-    frame_ms: Literal[10, 20, 30] = 30
-    aggressiveness: int = Field(2, ge=0, le=3)
-    smoothing_frames: int = Field(5, ge=1)
+    defaults_at = "preprocess.vad"
+
+    frame_ms: Literal[10, 20, 30]
+    aggressiveness: int = Field(ge=0, le=3)
+    smoothing_frames: int = Field(ge=1)
 
     @field_validator("smoothing_frames")
     @classmethod
@@ -63,11 +110,13 @@ class VadParams(_Section):
 
 
 class SegmentParams(_Section):
-    window_ms: float = Field(25.0, gt=0)
-    hop_ms: float = Field(10.0, gt=0)
-    frames: int = Field(64, ge=1)
-    overlap_frames: int = Field(30, ge=0)
-    min_voiced_share: float = Field(0.5, ge=0.0, le=1.0)
+    defaults_at = "preprocess.segment"
+
+    window_ms: float = Field(gt=0)
+    hop_ms: float = Field(gt=0)
+    frames: int = Field(ge=1)
+    overlap_frames: int = Field(ge=0)
+    min_voiced_share: float = Field(ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _overlap_below_frames(self) -> SegmentParams:
@@ -86,92 +135,98 @@ class SegmentParams(_Section):
 
 
 class AudioFeatureParams(_Section):
-    n_mels: int = Field(64, ge=1)
-    fmin: float = Field(0.0, ge=0.0)
-    fmax: float = Field(8000.0, gt=0.0)
-    log_offset: float = Field(0.01, gt=0.0)
-    delta_width: int = Field(2, ge=1)
-    linear_window_ms: float = Field(40.0, gt=0.0)
-    linear_hop_ms: float = Field(10.0, gt=0.0)
-    linear_n_fft: int = Field(800, ge=2)
-    linear_bins: int = Field(200, ge=1)
+    defaults_at = "preprocess.audio_features"
+
+    n_mels: int = Field(ge=1)
+    fmin: float = Field(ge=0.0)
+    fmax: float = Field(gt=0.0)
+    log_offset: float = Field(gt=0.0)
+    delta_width: int = Field(ge=1)
+    linear_window_ms: float = Field(gt=0.0)
+    linear_hop_ms: float = Field(gt=0.0)
+    linear_n_fft: int = Field(ge=2)
+    linear_bins: int = Field(ge=1)
 
 
 class FaceParams(_Section):
-    frames_per_segment: int = Field(16, ge=1)
-    margin: float = Field(0.3, ge=0.0)
-    crop_size: int = Field(48, ge=8)
-    detect_every: int = Field(5, ge=1)
-    min_face_share: float = Field(0.2, gt=0.0, le=1.0)
-    min_probability: float = Field(0.9, ge=0.0, le=1.0)
+    defaults_at = "preprocess.faces"
+
+    frames_per_segment: int = Field(ge=1)
+    margin: float = Field(ge=0.0)
+    crop_size: int = Field(ge=8)
+    detect_every: int = Field(ge=1)
+    min_face_share: float = Field(gt=0.0, le=1.0)
+    min_probability: float = Field(ge=0.0, le=1.0)
 
 
 class FaceFeatureParams(_Section):
-    extractor: Literal["fer2013", "vggface2"] = "fer2013"
-    weights_path: Path | None = None
-    batch_size: int = Field(64, ge=1)
+    defaults_at = "preprocess.face_features"
+
+    extractor: Literal["fer2013", "vggface2"]
+    weights_path: Path | None
+    batch_size: int = Field(ge=1)
 
 
 class PreprocessParams(_Section):
-    out_dir: Path = Path("data/features")
-    cache_dir: Path = Path("data/cache")
-    workers: int = Field(2, ge=1)
-    task_runner: Literal["thread", "sequential"] = "thread"
+    defaults_at = "preprocess"
+
+    out_dir: Path
+    cache_dir: Path
+    workers: int = Field(ge=1)
+    task_runner: Literal["thread", "sequential"]
     # A Dask scheduler (tcp://HOST:8786): clips then run on its workers and task_runner is not used.
     # Workers must see the corpus and cache_dir at the same paths as this machine (a shared filesystem).
-    dask_address: str | None = None
+    dask_address: str | None
     # torch and BLAS threads in each Dask worker process. Features match a single-process run bit for bit
     # only at equal thread counts: both sum in an order that depends on them (last float32 bits differ).
-    dask_compute_threads: int = Field(1, ge=1)
-    audio: AudioParams = AudioParams()
-    vad: VadParams = VadParams()
-    segment: SegmentParams = SegmentParams()
-    audio_features: AudioFeatureParams = AudioFeatureParams()
-    faces: FaceParams = FaceParams()
-    face_features: FaceFeatureParams = FaceFeatureParams()
-
-
-SYSTEMS: tuple[str, ...] = (
-    "avef", "gfbp", "agfbp", "mfbp", "amfbp", "concat", "decision", "audio", "video",
-    "self_attention", "relation_attention", "transformer_attention",
-)  # fmt: skip
+    dask_compute_threads: int = Field(ge=1)
+    audio: AudioParams
+    vad: VadParams
+    segment: SegmentParams
+    audio_features: AudioFeatureParams
+    faces: FaceParams
+    face_features: FaceFeatureParams
 
 
 class SplitParams(_Section):
     """Speaker-independent folds (AVEF Sec. 4.2: LOSO for few speakers, LOSGO for many)."""
 
-    scheme: Literal["loso", "losgo", "fixed"] = "loso"
-    k: int = Field(5, ge=2)  # losgo: speaker groups
-    seed: int = 0
-    val_speakers: int = Field(1, ge=0)  # per fold, drawn from its training speakers, for early stopping
-    shares: tuple[float, float, float] = (0.7, 0.15, 0.15)  # fixed: train/validation/test speakers
+    defaults_at = "train.split"
+
+    scheme: Literal["loso", "losgo", "fixed"]
+    k: int = Field(ge=2)  # losgo: speaker groups
+    seed: int
+    val_speakers: int = Field(ge=0)  # per fold, drawn from its training speakers, for early stopping
+    shares: tuple[float, float, float]  # fixed: train/validation/test speakers
 
 
 class TrainParams(_Section):
-    features_dir: Path = Path("data/features")
-    out_dir: Path = Path("data/models")  # one folder per system
-    systems: list[str] = list(SYSTEMS)  # what `dvc repro` trains and evaluates
-    task: Literal["emotion", "arousal", "valence"] = "emotion"
-    split: SplitParams = SplitParams()
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(16, ge=1)  # global: under torchrun split over the processes
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    optimizer: Literal["sgd", "adamw"] = "adamw"  # AdamW (decoupled weight decay); SGD: momentum 0.9
-    patience: int = Field(10, ge=1)  # early stopping on validation unweighted average recall
-    class_weighting: bool = True
-    seeds: list[int] = [0]  # an ensemble of len(seeds) models per fold, averaged at the posterior level
-    device: str = "auto"  # auto: CUDA when present, else CPU
-    workers: int = Field(1, ge=1)  # (fold, seed) runs trained at once
-    speaker_normalisation: bool = False  # standardise each speaker's features with its own statistics
-    mask_bands: int = Field(0, ge=0)  # SpecAugment-style masking while training: widest band mask
-    mask_frames: int = Field(0, ge=0)  # ... and widest frame mask; 0 = none
-    dbn_pretrain_epochs: int = Field(0, ge=0)  # avef: greedy RBM pre-training of the DBN
-    dbn_pretrain_lr: float = Field(0.01, gt=0)
-    svm_degree: int = Field(3, ge=1)  # avef: the clip-level polynomial SVM
-    svm_C: float = Field(1.0, gt=0)
-    init_from: Path | None = None  # transfer learning: a checkpoint trained on another corpus
-    trainable: list[str] | None = None  # with init_from: parameter-name prefixes re-trained, the rest frozen
+    defaults_at = "train"
+
+    features_dir: Path
+    out_dir: Path  # one folder per system
+    systems: list[str]  # what `dvc repro` trains and evaluates
+    task: Literal["emotion", "arousal", "valence"]
+    split: SplitParams
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)  # global: under torchrun split over the processes
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    optimizer: Literal["sgd", "adamw"]  # AdamW (decoupled weight decay); SGD: momentum 0.9
+    patience: int = Field(ge=1)  # early stopping on validation unweighted average recall
+    class_weighting: bool
+    seeds: list[int]  # an ensemble of len(seeds) models per fold, averaged at the posterior level
+    device: str  # auto: CUDA when present, else CPU
+    workers: int = Field(ge=1)  # (fold, seed) runs trained at once
+    speaker_normalisation: bool  # standardise each speaker's features with its own statistics
+    mask_bands: int = Field(ge=0)  # SpecAugment-style masking while training: widest band mask
+    mask_frames: int = Field(ge=0)  # ... and widest frame mask; 0 = none
+    dbn_pretrain_epochs: int = Field(ge=0)  # avef: greedy RBM pre-training of the DBN
+    dbn_pretrain_lr: float = Field(gt=0)
+    svm_degree: int = Field(ge=1)  # avef: the clip-level polynomial SVM
+    svm_C: float = Field(gt=0)
+    init_from: Path | None  # transfer learning: a checkpoint trained on another corpus
+    trainable: list[str] | None  # with init_from: parameter-name prefixes re-trained, the rest frozen
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -182,50 +237,60 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
-    out_dir: Path = Path("data/eval")  # one folder per system
+    defaults_at = "evaluate"
+
+    out_dir: Path  # one folder per system
 
 
 class ReportParams(_Section):
     """``avemo report``: one HTML file over every system's evaluation, PNG copies of its figures."""
 
-    out_dir: Path = Path("data/report")  # report.html and figures/*.png
-    example_clips: int = Field(2, ge=0)  # clips whose attention curves are drawn (deep-fusion Fig. 5)
-    tsne_perplexity: float = Field(30.0, gt=0)  # lowered to (clips - 1) / 3 on small corpora
-    tsne_max_clips: int = Field(1000, ge=5)  # t-SNE on a fixed random subset of the clips beyond this
-    seed: int = 0  # picks the example clips and the subset, seeds t-SNE
+    defaults_at = "report"
+
+    out_dir: Path  # report.html and figures/*.png
+    example_clips: int = Field(ge=0)  # clips whose attention curves are drawn (deep-fusion Fig. 5)
+    tsne_perplexity: float = Field(gt=0)  # lowered to (clips - 1) / 3 on small corpora
+    tsne_max_clips: int = Field(ge=5)  # t-SNE on a fixed random subset of the clips beyond this
+    seed: int  # picks the example clips and the subset, seeds t-SNE
 
 
 class PredictParams(_Section):
     """``avemo predict``: the feature settings come from the checkpoint, never from here."""
 
-    model: Path | None = None  # a checkpoint file, or a model folder (its fold checkpoints averaged)
-    inputs: list[Path] = []  # media files predicted when the command names none (the DVC stage's)
-    out: Path = Path("data/predict/predictions.json")  # where the DVC stage writes (the command: stdout)
-    format: Literal["json", "csv"] = "json"
-    window_s: float = Field(60.0, ge=2.0)  # longer files are processed this many seconds at a time
-    device: str = "cpu"  # cpu | auto (CUDA if available) | cuda | cuda:N: where the emotion models run
-    batch_size: int = Field(32, ge=1)  # segments or clips per forward pass
+    defaults_at = "predict"
+
+    model: Path | None  # a checkpoint file, or a model folder (its fold checkpoints averaged)
+    inputs: list[Path]  # media files predicted when the command names none (the DVC stage's)
+    out: Path  # where the DVC stage writes (the command: stdout)
+    format: Literal["json", "csv"]
+    window_s: float = Field(ge=2.0)  # longer files are processed this many seconds at a time
+    device: str  # cpu | auto (CUDA if available) | cuda | cuda:N: where the emotion models run
+    batch_size: int = Field(ge=1)  # segments or clips per forward pass
 
 
 class ServeCorpus(_Section):
+    """One corpus ``avemo serve`` re-trains on (an item of ``serve.corpora``)."""
+
     dir: Path
-    format: CorpusFormat = "cremad"
-    csv: Path | None = None  # format csv: the path,speaker,label file (default DIR/labels.csv)
+    format: CorpusFormat
+    csv: Path | None = None  # format csv: the path,speaker,label file (absent: DIR/labels.csv)
 
 
 class ServeParams(_Section):
     """Scheduled re-training (``avemo serve``): a cycle re-trains only when a corpus's content changed."""
 
-    cron: str = "0 3 * * 0"  # when a cycle runs (5-field cron, in ``timezone``)
-    timezone: str = "UTC"
-    deployment: str = "avemo-retrain"  # the Prefect deployment's name
-    corpora: list[ServeCorpus] = [ServeCorpus(dir=Path("data/sample_corpus"))]
-    system: str = "gfbp"
-    work_dir: Path = Path("data/serve")  # last manifest, held-out speakers, decisions, candidates
+    defaults_at = "serve"
+
+    cron: str  # when a cycle runs (5-field cron, in ``timezone``)
+    timezone: str
+    deployment: str  # the Prefect deployment's name
+    corpora: list[ServeCorpus]
+    system: str
+    work_dir: Path  # last manifest, held-out speakers, decisions, candidates
     # Test speakers no model of this work_dir ever trains on; empty: drawn once, in the first cycle.
-    heldout_speakers: list[str] = []
-    heldout_share: float = Field(0.2, gt=0.0, lt=1.0)  # ... as this share of the speakers (at least 1)
-    split: SplitParams | None = None  # the candidate's folds over the other speakers (None: train.split)
+    heldout_speakers: list[str]
+    heldout_share: float = Field(gt=0.0, lt=1.0)  # ... as this share of the speakers (at least 1)
+    split: SplitParams | None  # the candidate's folds over the other speakers (None: train.split)
 
     @field_validator("cron")
     @classmethod
@@ -243,23 +308,22 @@ class ServeParams(_Section):
 
 
 class Params(_Section):
-    sample: SampleParams = SampleParams()
-    ingest: IngestParams = IngestParams()
-    preprocess: PreprocessParams = PreprocessParams()
-    train: TrainParams = TrainParams()
-    models: dict[str, dict[str, Any]] = {}  # per system: hyper-parameters over the paper defaults
-    evaluate: EvaluateParams = EvaluateParams()
-    report: ReportParams = ReportParams()
-    predict: PredictParams = PredictParams()
-    serve: ServeParams = ServeParams()
+    defaults_at = ""
 
-
-class ConfigError(ValueError):
-    """``params.yaml`` is missing, unreadable or holds a wrong setting."""
+    sample: SampleParams
+    ingest: IngestParams
+    preprocess: PreprocessParams
+    train: TrainParams
+    models: dict[str, dict[str, Any]]  # per system: hyper-parameters over the paper defaults
+    evaluate: EvaluateParams
+    report: ReportParams
+    predict: PredictParams
+    serve: ServeParams
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
-    """Read and validate ``params.yaml``; a missing file gives the built-in defaults."""
+    """Read and validate a params file; a missing file, and the keys a file leaves out, keep the values
+    of avemo's own ``params.yaml``."""
     path = Path(path)
     if not path.exists():
         return Params()

@@ -23,7 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from avemo.config import load_params  # noqa: E402
+from avemo.config import TrainParams, load_params  # noqa: E402
 from models.registry import MODELS  # noqa: E402
 from tasks.learning.features import Features, SegmentArrays, task_labels  # noqa: E402
 from tasks.learning.fit import fit  # noqa: E402
@@ -70,7 +70,7 @@ def bench(name: str, n_clips: int, batch_size: int, paper_size: bool) -> dict:
     kind = MODELS[name].input_kind
     features = clip_inputs(n_clips, rng) if kind == "clip" else segment_inputs(n_clips, rng)
     labels = task_labels(features, "emotion")
-    settings = TrainSettings(epochs=2, batch_size=batch_size, device="cpu")
+    settings = TrainSettings.of(TrainParams(epochs=2, batch_size=batch_size, device="cpu"))
     hp = hyperparameters(name, paper_size)
     trained = fit(name, features, labels, list(features.clip_ids), [], settings, hyperparameters=hp)
     epoch = trained.history[-1].seconds

@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from avemo.config import ReportParams
 from models.registry import get_spec
 from tasks.learning.features import Features, TaskLabels, load_features, task_labels
 from tasks.report.analysis import (
     ExampleData,
     ReportError,
-    ReportSettings,
     SystemAnalysis,
     SystemEvaluation,
     analyse_system,
@@ -46,9 +46,11 @@ def build_report(
     models_dir: Path,
     features_dir: Path,
     out_dir: Path,
-    settings: ReportSettings = ReportSettings(),
+    settings: ReportParams | None = None,
 ) -> ReportSummary:
-    """The report of ``systems`` from ``eval_dir/SYSTEM`` and ``models_dir/SYSTEM``, into ``out_dir``."""
+    """The report of ``systems`` from ``eval_dir/SYSTEM`` and ``models_dir/SYSTEM``, into ``out_dir``;
+    ``settings``: the report section (default: params.yaml's)."""
+    settings = settings or ReportParams()
     evaluations = _load_evaluations(systems, eval_dir)
     first = evaluations[systems[0]]
     task, classes = first.metrics["task"], first.classes
@@ -86,7 +88,7 @@ def _analyse_systems(
     classes: list[str],
     features_dir: Path,
     models_dir: Path,
-    settings: ReportSettings,
+    settings: ReportParams,
 ) -> tuple[dict[str, SystemAnalysis], dict[str, str], list[Features]]:
     """Each system's analysis, the true emotion of every clip, and the features loaded for them (once
     per kind of input: systems that read the same features share them)."""
@@ -116,7 +118,7 @@ def _examples(
     classes: list[str],
     loaded: Sequence[Features],
     features_dir: Path,
-    settings: ReportSettings,
+    settings: ReportParams,
 ) -> dict[str, ExampleData]:
     """The example clips whose attention is drawn, among those every system with attention tested."""
     attending = [a for a in analyses.values() if a.test.has_attention]

@@ -41,12 +41,6 @@ def checkpoint_path(out_dir: Path, fold: str, seed: int) -> Path:
     return out_dir / f"fold-{fold}-seed{seed}.pt"
 
 
-def train_settings(params: TrainParams, seed: int) -> TrainSettings:
-    """The optimisation settings of one run: the train section's fields TrainSettings has, and the seed."""
-    fields = {f.name for f in dataclasses.fields(TrainSettings)} - {"seed"}
-    return TrainSettings(**params.model_dump(include=fields), seed=seed)
-
-
 @dataclass(frozen=True)
 class RunSummary:
     fold: str
@@ -104,7 +98,7 @@ def fit_fold(
         labels,
         labels.labelled(fold.train_clips),
         labels.labelled(fold.val_clips),
-        train_settings(params, seed),
+        TrainSettings.of(params, seed),
         hyperparameters=hyperparameters,
         init_from=params.init_from,
         trainable=params.trainable,

@@ -294,7 +294,7 @@ class ClipSVM:
     a few clips per class.
     """
 
-    def __init__(self, degree: int = 3, C: float = 1.0, coef0: float = 0.0, random_state: int = 0) -> None:
+    def __init__(self, degree: int, C: float, coef0: float = 0.0, random_state: int = 0) -> None:
         self.svc = SVC(kernel="poly", degree=degree, C=C, coef0=coef0, probability=True, random_state=random_state)
 
     def fit(self, clip_embeddings: np.ndarray, labels: Sequence[Hashable]) -> ClipSVM:

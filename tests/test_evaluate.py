@@ -165,7 +165,7 @@ def test_clip_svm_posteriors_cover_every_class(segment_setup):
     model, dataset, _ = segment_setup
     rng = np.random.default_rng(1)
     embeddings = np.concatenate([rng.normal(0, 0.1, (6, 8)), rng.normal(1, 0.1, (6, 8))])
-    svm = ClipSVM(degree=1).fit(embeddings, [0] * 6 + [2] * 6)
+    svm = ClipSVM(degree=1, C=1.0).fit(embeddings, [0] * 6 + [2] * 6)
     clips = model_posteriors(model, dataset, CLASSES, clip_svm=svm).clips
     np.testing.assert_array_equal(clips.probabilities[:, 1], 0.0)
     np.testing.assert_allclose(clips.probabilities.sum(axis=1), 1.0)

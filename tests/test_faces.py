@@ -42,6 +42,7 @@ from tasks.video.mtcnn import (
 )
 
 PARAMS = FaceParams()
+AVEF_FRAMES = 16  # the paper's frames per segment
 
 
 @dataclass
@@ -68,33 +69,33 @@ def astronaut_face(side: int) -> np.ndarray:
 
 def test_paper_example_drops_two_first_and_two_last() -> None:
     # [100 ms, 755 ms] at 30 fps holds frames 3..22 (20 frames): the paper removes two at each end
-    assert segment_frame_indices(0.1, 0.755, 30.0, 1000) == list(range(5, 21))
+    assert segment_frame_indices(0.1, 0.755, 30.0, 1000, AVEF_FRAMES) == list(range(5, 21))
 
 
 def test_twelve_frames_repeat_first_and_last_twice() -> None:
-    indices = segment_frame_indices(0.0, 11 / 25, 25.0, 1000)
+    indices = segment_frame_indices(0.0, 11 / 25, 25.0, 1000, AVEF_FRAMES)
     assert indices == [0, 0, 0] + list(range(1, 11)) + [11, 11, 11]
 
 
 def test_sixteen_frames_are_kept_as_they_are() -> None:
-    assert segment_frame_indices(1.0, 1.0 + 15 / 25, 25.0, 1000) == list(range(25, 41))
+    assert segment_frame_indices(1.0, 1.0 + 15 / 25, 25.0, 1000, AVEF_FRAMES) == list(range(25, 41))
 
 
 def test_odd_excess_drops_the_first_frame_first() -> None:
-    assert segment_frame_indices(0.0, 16 / 25, 25.0, 1000) == list(range(1, 17))  # 17 frames
+    assert segment_frame_indices(0.0, 16 / 25, 25.0, 1000, AVEF_FRAMES) == list(range(1, 17))  # 17 frames
 
 
 def test_one_frame_gives_sixteen_copies() -> None:
-    assert segment_frame_indices(0.5, 0.5, 10.0, 100) == [5] * 16
+    assert segment_frame_indices(0.5, 0.5, 10.0, 100, AVEF_FRAMES) == [5] * 16
 
 
 def test_frames_past_the_video_end_are_clamped_to_its_last_frame() -> None:
-    assert segment_frame_indices(0.0, 0.655, 30.0, 10) == [0, 0, 0] + list(range(10)) + [9, 9, 9]
+    assert segment_frame_indices(0.0, 0.655, 30.0, 10, AVEF_FRAMES) == [0, 0, 0] + list(range(10)) + [9, 9, 9]
 
 
 def test_a_segment_ending_before_it_begins_is_refused() -> None:
     with pytest.raises(FaceError, match="ends before it begins"):
-        segment_frame_indices(1.0, 0.5, 25.0, 100)
+        segment_frame_indices(1.0, 0.5, 25.0, 100, AVEF_FRAMES)
 
 
 # --- boxes, crops, speaker, interpolation, schedule ---------------------------------------------------

@@ -365,7 +365,7 @@ def test_clip_svm_separates_clusters_and_gives_probabilities() -> None:
     centres = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
     labels = np.repeat(["anger", "happiness", "sadness"], 10)
     x = centres[np.repeat(np.arange(3), 10)] + 0.1 * rng.standard_normal((30, 3))
-    svm = ClipSVM(coef0=1.0).fit(x, labels)
+    svm = ClipSVM(degree=3, C=1.0, coef0=1.0).fit(x, labels)
     assert svm.svc.kernel == "poly"
     proba = svm.predict_proba(centres)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)

@@ -22,7 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 from avemo.cli import app
-from avemo.config import PreprocessParams
+from avemo.config import PreprocessParams, TrainParams
 from avemo.ffmpeg import ffmpeg_exe
 from avemo.parquet_io import read_provenance
 from models.registry import get_spec
@@ -49,7 +49,7 @@ def _train(features_dir: Path, system: str, path: Path, seed: int = 0) -> Path:
     spec = get_spec(system)
     features = load_features(features_dir, spec.needs, spec.input_kind)
     labels = task_labels(features, "emotion")
-    settings = TrainSettings(epochs=2, batch_size=8, seed=seed)
+    settings = TrainSettings.of(TrainParams(epochs=2, batch_size=8), seed=seed)
     trained = fit(system, features, labels, list(features.clip_ids), [], settings, hyperparameters=SMALL[system])
     stored = read_provenance(features_dir / "clips.parquet")["params"]
     trained.extra.update({"system": system, "fold": "all", "feature_params": stored})

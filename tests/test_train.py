@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from avemo.config import TrainParams
 from models.registry import ModalityError
 from tasks.learning.checkpoints import load_checkpoint, load_trained, save_trained
 from tasks.learning.datasets import make_dataset
@@ -28,7 +29,7 @@ VIDEO_DIM = 16
 SMALL_AUDIO = dict(audio_channels=(4, 8, 8, 8, 8))
 SMALL_VIDEO: dict = {}  # the video stream's input width comes from the features
 SMALL_AVEF = dict(width=1 / 16, fc_dim=16, dbn_hidden=(16, 8))  # 32 px crops: the features'
-FAST = TrainSettings(epochs=30, batch_size=4, lr=3e-2, patience=4, seed=0)
+FAST = TrainSettings.of(TrainParams(epochs=30, batch_size=4, lr=3e-2, patience=4), seed=0)
 
 
 def clip_features(clips_per_class: int = 6, seed: int = 0) -> Features:
@@ -137,7 +138,7 @@ def test_early_stopping_restores_the_best_epoch(problem):
 
 def test_same_seed_gives_identical_weights_and_another_seed_does_not(problem):
     features, labels, train, val = problem
-    settings = TrainSettings(epochs=2, batch_size=6, optimizer="sgd", mask_bands=20, mask_frames=5)
+    settings = TrainSettings.of(TrainParams(epochs=2, batch_size=6, optimizer="sgd", mask_bands=20, mask_frames=5))
     runs = [
         fit("audio", features, labels, train, val, dataclasses.replace(settings, seed=seed), hyperparameters=SMALL_AUDIO)
         for seed in (7, 7, 8)
@@ -230,7 +231,7 @@ def test_avef_trains_on_segments_and_its_clip_svm_survives_the_checkpoint(tmp_pa
     features = segment_features()
     labels = task_labels(features, "emotion")
     train, val = split(features)
-    settings = TrainSettings(epochs=3, batch_size=8, lr=3e-3, patience=3, dbn_pretrain_epochs=1)
+    settings = TrainSettings.of(TrainParams(epochs=3, batch_size=8, lr=3e-3, patience=3, dbn_pretrain_epochs=1))
     trained = fit("avef", features, labels, train, val, settings, hyperparameters=SMALL_AVEF)
     assert trained.clip_svm is not None
     embeddings, svm_labels = trained.svm_training

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from torch import nn
 
+from avemo.config import TrainParams
 from models.avef import ClipSVM
 from models.registry import InputShapes
 from tasks.learning.standardization import (
@@ -27,24 +28,31 @@ class TrainError(ValueError):
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation settings of one run; AVEF's Table 3 trains with SGD, momentum 0.9."""
+    """Optimisation settings of one run: the train section's (``avemo.config.TrainParams``, where each is
+    documented) and the run's seed. AVEF's Table 3 trains with SGD, momentum 0.9."""
 
-    epochs: int = 40
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    optimizer: Literal["sgd", "adamw"] = "adamw"  # AdamW (decoupled weight decay) or SGD with momentum 0.9
-    patience: int = 10  # epochs without a better validation UAR before stopping
-    class_weighting: bool = True  # cross entropy weighted by inverse training class frequency
-    seed: int = 0
-    device: str = "auto"  # auto (CUDA if available) | cpu | cuda | cuda:N
-    dbn_pretrain_epochs: int = 0  # avef: greedy CD-1 RBM pre-training of the DBN first; 0 = none
-    dbn_pretrain_lr: float = 0.01
-    svm_degree: int = 3  # avef's clip-level polynomial SVM
-    svm_C: float = 1.0
-    mask_bands: int = 0  # training augmentation: widest block of mel bands / spectrogram bins masked
-    mask_frames: int = 0  # and of frames (tasks.learning.datasets.Masking); 0 and 0 = no augmentation
-    speaker_normalisation: bool = False  # standardise each speaker on its own clips, test speakers included
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    optimizer: Literal["sgd", "adamw"]
+    patience: int  # epochs without a better validation UAR before stopping
+    class_weighting: bool  # cross entropy weighted by inverse training class frequency
+    seed: int
+    device: str  # auto (CUDA if available) | cpu | cuda | cuda:N
+    dbn_pretrain_epochs: int  # avef: greedy CD-1 RBM pre-training of the DBN first; 0 = none
+    dbn_pretrain_lr: float
+    svm_degree: int  # avef's clip-level polynomial SVM
+    svm_C: float
+    mask_bands: int  # training augmentation: widest block of mel bands / spectrogram bins masked
+    mask_frames: int  # and of frames (tasks.learning.datasets.Masking); 0 and 0 = no augmentation
+    speaker_normalisation: bool  # standardise each speaker on its own clips, test speakers included
+
+    @classmethod
+    def of(cls, params: TrainParams, seed: int = 0) -> TrainSettings:
+        """The settings of one run of the train section ``params`` with ``seed``."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"seed"}
+        return cls(**params.model_dump(include=fields), seed=seed)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:

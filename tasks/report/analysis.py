@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from avemo import schemas
+from avemo.config import ReportParams
 from avemo.parquet_io import read_table
 from models.fbp import AudioEncoder
 from models.registry import get_spec
@@ -53,14 +54,6 @@ ExampleData = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 class ReportError(ValueError):
     """Evaluation or model outputs the report cannot be built from."""
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    example_clips: int = 2  # clips whose attention curves are drawn
-    tsne_perplexity: float = 30.0  # lowered to (clips - 1) / 3 on small corpora
-    tsne_max_clips: int = 1000  # a fixed random subset of the clips beyond this
-    seed: int = 0  # picks the example clips and the subset, seeds t-SNE
 
 
 # --- what avemo evaluate wrote ---------------------------------------------------------------------
@@ -235,7 +228,7 @@ def subset(clip_ids: Sequence[str], limit: int, seed: int) -> list[str]:
 
 
 def analyse_system(
-    system: str, model_dir: Path, features: Features, labels: TaskLabels, settings: ReportSettings
+    system: str, model_dir: Path, features: Features, labels: TaskLabels, settings: ReportParams
 ) -> SystemAnalysis:
     """Each fold's model on its test clips, and the first fold's model on every clip (capped)."""
     folds_path = Path(model_dir) / "folds.parquet"

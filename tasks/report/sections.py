@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import avemo
+from avemo.config import ReportParams
 from avemo.provenance import git_commit, now_iso
 from models.registry import get_spec
 from tasks.report.analysis import (
@@ -27,7 +28,6 @@ from tasks.report.analysis import (
     ClipAnalysis,
     ExampleData,
     ReportError,
-    ReportSettings,
     SystemAnalysis,
     SystemEvaluation,
     TsneMap,
@@ -227,7 +227,7 @@ def _tsne_section(
     analyses: Mapping[str, SystemAnalysis],
     label_of: Mapping[str, str],
     classes: Sequence[str],
-    settings: ReportSettings,
+    settings: ReportParams,
 ) -> Section:
     section = Section("tsne", "t-SNE of the clip embeddings")
     section.parts.append(
@@ -265,7 +265,7 @@ def report_sections(
     label_of: Mapping[str, str],
     classes: list[str],
     examples: Mapping[str, ExampleData],
-    settings: ReportSettings,
+    settings: ReportParams,
 ) -> list[Section]:
     """Every section of the report, in page order; ``label_of`` gives each clip's true emotion."""
     ordered = list(evaluations.values())

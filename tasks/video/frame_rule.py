@@ -7,7 +7,7 @@ import numpy as np
 from tasks.video import FaceError
 
 
-def segment_frame_indices(t_begin: float, t_end: float, fps: float, n_video_frames: int, n: int = 16) -> list[int]:
+def segment_frame_indices(t_begin: float, t_end: float, fps: float, n_video_frames: int, n: int) -> list[int]:
     """The AVEF rule (paper section 2.1.2): exactly ``n`` frames for the time range [t_begin, t_end].
 
     The range's frames are those whose time i / fps lies inside it. With more than ``n``, frames are
