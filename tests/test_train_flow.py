@@ -69,3 +69,30 @@ def test_a_model_needing_video_refuses_audio_only_features(sample_features: Path
     result = CliRunner().invoke(app, ["train", "--system", "gfbp", "--features", str(audio_only), "--params", "none.yaml"])
     assert result.exit_code == 1
     assert "needs video features" in result.output or "has no video" in result.output
+
+
+def test_frame_count_and_crop_size_travel_from_the_features_into_the_models(prefect_harness, tmp_path: Path) -> None:
+    """Preprocessed with 20 face frames per segment and 40 px crops, AVEF and G-FBP train on the features
+    with no second setting of either: the models are built for the sizes the features hold."""
+    from avemo import schemas
+    from avemo.config import FaceParams, PreprocessParams, SplitParams
+    from avemo.parquet_io import write_table
+    from avemo.provenance import provenance
+    from flows.preprocess import run_preprocess
+    from tasks.corpora.manifest import build_manifest, manifest_table
+    from tasks.sample import write_sample_corpus
+
+    write_sample_corpus(tmp_path / "corpus", [1001, 1002], ["ANG", "SAD"], seed=0, sentences=("DFA",))
+    rows, _ = build_manifest(tmp_path / "corpus", "cremad", workers=2)
+    manifest = tmp_path / "manifest.parquet"
+    write_table(manifest_table(rows), manifest, schemas.MANIFEST, provenance("ingest", {}, corpus_dir=str(tmp_path / "corpus")))
+    faces = FaceParams(frames_per_segment=20, crop_size=40)
+    run_preprocess(manifest, tmp_path / "features", PreprocessParams(cache_dir=tmp_path / "cache", faces=faces))
+
+    params = _params(tmp_path / "features", epochs=1, batch_size=4, split=SplitParams(val_speakers=0))
+    small = {"avef": SMALL["avef"], "gfbp": {"audio_channels": (8, 16, 16, 16, 16), "O": 16}}
+    for system, expected in (("avef", {"faces_per_segment": 20, "crop_size": 40}), ("gfbp", {"embedding_dim": 304})):
+        run_train(system, params, small[system], tmp_path / system)
+        _, meta = load_checkpoint(tmp_path / system / "fold-loso-1001-seed0.pt")
+        assert {key: meta["input_shapes"][key] for key in expected} == expected
+        assert not set(meta["hyperparameters"]) & {"frames", "crop_size", "video_dim"}
