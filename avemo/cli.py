@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from avemo.config import ConfigError, CorpusFormat, Params, load_params
+from avemo.errors import AvemoError
 
 app = typer.Typer(
     help="Audio-visual emotion recognition: corpus -> manifest -> Parquet features, versioned with DVC.",
@@ -62,13 +63,12 @@ def sample(
     Example: avemo sample --out data/sample_corpus
     """
     from flows.sample import run_sample
-    from tasks.sample import SampleError
 
     p = _params(params_file).sample
     started = time.perf_counter()
     try:
         paths = run_sample(out or p.out_dir, p)
-    except SampleError as err:
+    except AvemoError as err:
         _fail(str(err))
     typer.echo(f"wrote {len(paths)} clips to {out or p.out_dir} in {time.perf_counter() - started:.1f} s")
 
@@ -90,7 +90,6 @@ def ingest(
       avemo ingest ~/my_videos --format csv --csv ~/my_videos/labels.csv --out data/manifest.parquet
     """
     from flows.ingest import run_ingest
-    from tasks.corpora.scheme import ManifestError
 
     p = _params(params_file).ingest
     corpus_dir = corpus_dir or p.corpus_dir
@@ -98,7 +97,7 @@ def ingest(
     out = out or p.manifest
     try:
         summary = run_ingest(corpus_dir, corpus_format, out, p, csv or p.csv, log)
-    except ManifestError as err:
+    except AvemoError as err:
         _fail(str(err))
     typer.echo(
         f"{len(summary.rows)} clips -> {out} ({summary.unreadable} could not be probed and will be listed as failures)"
@@ -126,7 +125,6 @@ def preprocess(
       avemo preprocess data/manifest.parquet --out data/features
       avemo preprocess --dask tcp://scheduler-host:8786   (workers share the corpus and cache_dir paths)
     """
-    from flows.dask import DaskSetupError
     from flows.preprocess import run_preprocess
 
     params = _params(params_file)
@@ -140,7 +138,7 @@ def preprocess(
         _fail(f"manifest {manifest} not found; write it first with `avemo ingest CORPUS_DIR --out {manifest}`")
     try:
         summary = run_preprocess(manifest, out or p.out_dir, p)
-    except DaskSetupError as err:
+    except AvemoError as err:
         _fail(str(err))
     typer.echo(str(summary))
 
@@ -163,17 +161,14 @@ def train(
       avemo train --system audio --features data/emodb/features --out data/models/emodb-audio
       torchrun --standalone --nproc_per_node 4 --no-python avemo train --system gfbp   # one process per GPU
     """
-    from avemo.distributed import DistributedError, is_main_process
+    from avemo.distributed import is_main_process
     from flows.train import run_train
-    from models.registry import ModalityError, ModelSpecError, get_spec
-    from tasks.learning.trained import TrainError
 
     params = _params(params_file)
     p = params.train if features is None else params.train.model_copy(update={"features_dir": features})
     try:
-        get_spec(system)
         summaries = run_train(system, p, params.models.get(system, {}), out or p.out_dir / system)
-    except (ModalityError, ModelSpecError, DistributedError, TrainError) as err:
+    except AvemoError as err:
         _fail(str(err))
     if not is_main_process():  # under torchrun, rank 0 reports
         return
@@ -194,7 +189,7 @@ def evaluate(
 
     Example: avemo evaluate --system gfbp && dvc metrics show
     """
-    from flows.evaluate import EvaluateInputError, evaluate_flow
+    from flows.evaluate import evaluate_flow
 
     params = _params(params_file)
     try:
@@ -204,7 +199,7 @@ def evaluate(
             features_dir=features or params.train.features_dir,
             out_dir=out or params.evaluate.out_dir / system,
         )
-    except (EvaluateInputError, FileNotFoundError) as err:
+    except (AvemoError, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(
         f"{system}: UAR {metrics['uar']:.3f}, accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} "
@@ -225,12 +220,10 @@ def compare(
     import dataclasses
     import json
 
-    from avemo import schemas
-    from avemo.parquet_io import read_table
-    from tasks.learning.evaluation import compare_systems
+    from flows.evaluate import compare_predictions
 
     try:
-        result = compare_systems(read_table(baseline, schemas.PREDICTIONS), read_table(candidate, schemas.PREDICTIONS))
+        result = compare_predictions(baseline, candidate)
     except ValueError as err:
         _fail(str(err))
     typer.echo(json.dumps(dataclasses.asdict(result), indent=2))
@@ -291,27 +284,16 @@ def serve(
       avemo serve --once
       PREFECT_API_URL=http://127.0.0.1:4200/api avemo serve
     """
-    from prefect import serve as prefect_serve
-    from prefect.settings import PREFECT_API_URL
-
-    from flows.serve import deployment, retrain_cycle
-    from models.registry import ModalityError, ModelSpecError
-    from tasks.corpora.scheme import ManifestError
-    from tasks.serve import ServeError
+    from flows.serve import retrain_cycle, serve_on_schedule
 
     params = _params(params_file)
-    if once:
-        try:
+    try:
+        if once:
             typer.echo(str(retrain_cycle(params_file=params_file)))
-        except (ServeError, ManifestError, ModalityError, ModelSpecError) as err:
-            _fail(str(err))
-        return
-    if not PREFECT_API_URL.value():
-        _fail(
-            "a schedule needs a running Prefect server, and Prefect's temporary one has no scheduler: run "
-            "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api (or run one cycle with --once)"
-        )
-    prefect_serve(deployment(params, params_file))
+        else:
+            serve_on_schedule(params, params_file)
+    except AvemoError as err:
+        _fail(str(err))
 
 
 @app.command()
@@ -336,10 +318,8 @@ def audit(
     """
     import json
 
-    from flows.audit import describe
+    from flows.audit import describe, render, render_verification
     from flows.audit import verify as verify_path
-    from tasks.audit.lineage import AuditError
-    from tasks.audit.render import render, render_verification
 
     try:
         if not verify:
@@ -347,7 +327,7 @@ def audit(
             typer.echo(json.dumps(record.to_json(), indent=2, default=str) if as_json else render(record))
             return
         result = verify_path(path, sample=sample, clip=clip, faces=faces)
-    except AuditError as err:
+    except AvemoError as err:
         _fail(str(err))
     typer.echo(json.dumps(result.to_json(), indent=2, default=str) if as_json else render_verification(result))
     if not result.clean:
@@ -393,7 +373,6 @@ def predict(
       avemo predict talk.mp4 -m data/models/avef/fold-loso-1001-seed0.pt
     """
     from flows.predict import predict_files, render
-    from tasks.predict.compatibility import PredictError
 
     params = _params(params_file or Path("params.yaml"))
     p = params.predict
@@ -411,7 +390,7 @@ def predict(
             files, model, device=p.device, window_s=window_s or p.window_s, batch_size=p.batch_size, logger=log,
             compare_with=(params.preprocess, params_file) if params_file is not None else None,
         )  # fmt: skip
-    except PredictError as err:
+    except AvemoError as err:
         _fail(str(err))
     text = render(run, output_format)
     if out is None:

@@ -24,10 +24,12 @@ from pydantic import (
     model_validator,
 )
 
+from avemo.errors import AvemoError
+
 DEFAULTS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(AvemoError):
     """``params.yaml`` is missing, unreadable or holds a wrong setting."""
 
 

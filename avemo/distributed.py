@@ -26,11 +26,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, Sampler
 
 from avemo.device import resolve_device
+from avemo.errors import AvemoError
 
 T = TypeVar("T")
 
 
-class DistributedError(ValueError):
+class DistributedError(AvemoError):
     """Settings that a multi-process run cannot use."""
 
 

@@ -12,8 +12,10 @@ from typing import Literal
 
 import numpy as np
 
+from avemo.errors import AvemoError
 
-class LabelError(ValueError):
+
+class LabelError(AvemoError):
     """A task or label outside the label set."""
 
 

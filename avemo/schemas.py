@@ -10,11 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from avemo.errors import AvemoError
+
 SCHEMA_NAME_KEY = b"avemo.schema"
 SCHEMA_VERSION_KEY = b"avemo.schema_version"
 
 
-class SchemaError(ValueError):
+class SchemaError(AvemoError):
     """A Parquet file is not the avemo table a reader expected."""
 
 

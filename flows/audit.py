@@ -14,9 +14,10 @@ from pathlib import Path
 
 from tasks.audit.lineage import describe
 from tasks.audit.recompute import recompute_sample
+from tasks.audit.render import render, render_verification
 from tasks.audit.verify import Verification, check_dvc, check_sources, environment_notes
 
-__all__ = ["describe", "verify"]
+__all__ = ["describe", "render", "render_verification", "verify"]
 
 
 def verify(

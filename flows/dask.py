@@ -22,12 +22,13 @@ from prefect_dask import DaskTaskRunner
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from avemo.config import PreprocessParams
+from avemo.errors import AvemoError
 from avemo.provenance import code_version
 from flows.preprocess import PreprocessSummary, preprocess_flow
 from tasks.clip import AUDIO_CODE, FACE_FEATURES_CODE, read_sources
 
 
-class DaskSetupError(RuntimeError):
+class DaskSetupError(AvemoError):
     """The Dask cluster cannot preprocess this manifest: unreachable, no workers, or workers that would
     not see the same files, cache, code or Prefect API as this machine."""
 

@@ -21,10 +21,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from avemo import schemas
+from avemo.errors import AvemoError
 from avemo.parquet_io import read_table, write_table
 from avemo.provenance import provenance
 from models.registry import get_spec
 from tasks.learning.evaluation import (
+    compare_systems,
     confusion_rows,
     evaluation_report,
     fold_predictions,
@@ -33,9 +35,10 @@ from tasks.learning.evaluation import (
     recall_rows,
 )
 from tasks.learning.features import load_features, task_labels
+from tasks.learning.metrics import MatchedPairsResult
 
 
-class EvaluateInputError(ValueError):
+class EvaluateInputError(AvemoError):
     """The model folder does not hold what evaluation needs."""
 
 
@@ -125,3 +128,8 @@ def evaluate_flow(system: str, model_dir: Path, features_dir: Path, out_dir: Pat
         metrics["fold_uar_mean"], metrics["fold_uar_std"],
     )  # fmt: skip
     return metrics
+
+
+def compare_predictions(baseline: Path, candidate: Path) -> MatchedPairsResult:
+    """The matched-pairs test of two evaluations' ``predictions.parquet`` files."""
+    return compare_systems(read_table(baseline, schemas.PREDICTIONS), read_table(candidate, schemas.PREDICTIONS))

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, serve, task
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron
+from prefect.settings import PREFECT_API_URL
 
 from avemo import schemas
 from avemo.config import Params, load_params
@@ -336,6 +337,16 @@ def _record(layout: ServeLayout, params: Params, record: dict[str, Any], scan, c
     write_table(manifest_table(rows), layout.manifest, schemas.MANIFEST,
                 provenance("serve", params.serve.model_dump(mode="json"), corpus_dir=str(root), corpora=corpora,
                            cycle=record["cycle"]))  # fmt: skip
+
+
+def serve_on_schedule(params: Params, params_file: Path) -> None:
+    """Register the deployment and run its scheduled cycles until interrupted (Ctrl-C pauses it)."""
+    if not PREFECT_API_URL.value():
+        raise ServeError(
+            "a schedule needs a running Prefect server, and Prefect's temporary one has no scheduler: run "
+            "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api (or run one cycle with --once)"
+        )
+    serve(deployment(params, params_file))
 
 
 def deployment(params: Params, params_file: Path) -> RunnerDeployment:

@@ -177,6 +177,7 @@ def train_flow(system: str, params: TrainParams, hyperparameters: dict[str, Any]
 
 def run_train(system: str, params: TrainParams, hyperparameters: dict[str, Any], out_dir: Path) -> list[RunSummary]:
     """The train flow; under torchrun, in the process group, as a Prefect flow on rank 0 only."""
+    get_spec(system)  # an unknown system fails here, before a process group or Prefect's server starts
     with process_group(params.device) as world:
         if not world.is_main:
             return train_flow.fn(system=system, params=params, hyperparameters=hyperparameters, out_dir=out_dir)

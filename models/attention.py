@@ -15,8 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from avemo.errors import AvemoError
 
-class AttentionInputError(ValueError):
+
+class AttentionInputError(AvemoError):
     """Frames, lengths or masks that cannot be pooled."""
 
 

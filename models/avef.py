@@ -25,12 +25,13 @@ import torch.nn.functional as F
 from sklearn.svm import SVC
 from torch import Tensor, nn
 
+from avemo.errors import AvemoError
 from models.layers import ALEXNET_CHANNELS, alexnet_lrn
 
 C3D_CHANNELS: tuple[int, ...] = (64, 128, 256, 256, 512, 512, 512, 512)  # conv1a .. conv5b
 
 
-class AVEFInputError(ValueError):
+class AVEFInputError(AvemoError):
     """A segment tensor or a setting AVEF cannot take."""
 
 

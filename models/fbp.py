@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avemo.errors import AvemoError
 from models.attention import ScaledSoftmaxAttention, lengths_to_mask
 from models.layers import ALEXNET_CHANNELS, alexnet_lrn
 
@@ -35,7 +36,7 @@ _POOL_KERNEL, _POOL_STRIDE = 3, 2
 
 
 
-class FBPInputError(ValueError):
+class FBPInputError(AvemoError):
     """Features or settings the FBP-family networks cannot take."""
 
 

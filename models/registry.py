@@ -17,6 +17,7 @@ from typing import Literal
 
 from torch import nn
 
+from avemo.errors import AvemoError
 from models.avef import AVEF, AudioNet, AVEFConfig, VisualNet
 from models.baselines import (
     AudioOnly,
@@ -33,11 +34,11 @@ InputKind = Literal["segment", "clip"]
 MODALITIES: tuple[str, ...] = ("audio", "video")
 
 
-class ModalityError(ValueError):
+class ModalityError(AvemoError):
     """The model needs features the corpus does not have."""
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(AvemoError):
     """An unknown model name or hyper-parameter, or features without a size the model needs."""
 
 

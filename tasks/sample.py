@@ -31,6 +31,7 @@ from scipy import ndimage, signal
 from skimage import data as skimage_data
 from skimage import transform
 
+from avemo.errors import AvemoError
 from avemo.ffmpeg import ffmpeg_exe
 
 FPS = 25
@@ -75,7 +76,7 @@ _VOWELS = np.array(
 _FORMANT_BANDWIDTHS = (90.0, 110.0, 170.0)
 
 
-class SampleError(ValueError):
+class SampleError(AvemoError):
     """The sample corpus cannot be made with these arguments."""
 
 

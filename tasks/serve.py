@@ -17,11 +17,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from avemo.errors import AvemoError
 from tasks.corpora.manifest import ManifestRow
 from tasks.learning.metrics import classification_report
 
 
-class ServeError(ValueError):
+class ServeError(AvemoError):
     """A re-training cycle cannot run as configured; the message says what to change."""
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from avemo.errors import AvemoError
 
-class PreEmphasisError(ValueError):
+
+class PreEmphasisError(AvemoError):
     """The signal or coefficient cannot be pre-emphasised."""
 
 

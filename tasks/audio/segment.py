@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from avemo.config import SegmentParams
+from avemo.errors import AvemoError
 
 
-class SegmentError(ValueError):
+class SegmentError(AvemoError):
     """The framing settings or the VAD decisions do not fit the clip."""
 
 

@@ -28,13 +28,14 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from avemo.config import AudioFeatureParams, SegmentParams
+from avemo.errors import AvemoError
 from tasks.audio.segment import Segment, count_frames, samples_per
 
 _BATCH_FRAMES = 4096  # frames per FFT batch: a few MB whatever the clip's length
 PCM_FULL_SCALE = 32768.0  # float sample 1.0 in 16-bit PCM units
 
 
-class AudioFeatureError(ValueError):
+class AudioFeatureError(AvemoError):
     """The feature settings do not fit the signal, or a segment lies outside the clip."""
 
 

@@ -21,11 +21,12 @@ import webrtcvad
 from numpy.lib.stride_tricks import sliding_window_view
 
 from avemo.config import VadParams
+from avemo.errors import AvemoError
 
 VAD_SAMPLE_RATES = (8000, 16000, 32000, 48000)
 
 
-class VadError(ValueError):
+class VadError(AvemoError):
     """The signal cannot be passed to webrtcvad as given."""
 
 

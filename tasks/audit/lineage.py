@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from avemo.errors import AvemoError
 from avemo.parquet_io import read_provenance
 from avemo.schemas import SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY
 
@@ -29,7 +30,7 @@ RECORDED_INPUTS = (
 )  # fmt: skip
 
 
-class AuditError(ValueError):
+class AuditError(AvemoError):
     """The path is not an avemo output that can be audited."""
 
 

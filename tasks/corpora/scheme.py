@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from avemo.errors import AvemoError
 from avemo.labels import EMOTIONS
 
 
-class ManifestError(ValueError):
+class ManifestError(AvemoError):
     """The corpus cannot become a valid manifest; the message lists the offending files."""
 
 

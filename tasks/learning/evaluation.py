@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from avemo.errors import AvemoError
 from avemo.schemas import PREDICTIONS, SEGMENT_PREDICTIONS
 from tasks.learning.checkpoints import load_trained
 from tasks.learning.features import Features, TaskLabels
@@ -23,7 +24,7 @@ from tasks.learning.metrics import MatchedPairsResult, average_posteriors, class
 from tasks.learning.trained import EpochRecord
 
 
-class EvaluateError(ValueError):
+class EvaluateError(AvemoError):
     """Predictions that cannot be combined, scored or compared as asked."""
 
 

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from avemo import schemas
+from avemo.errors import AvemoError
 from avemo.labels import binary_task_labels
 from avemo.parquet_io import read_table
 from models.registry import MODALITIES, InputKind, InputShapes, ModalityError
@@ -33,7 +34,7 @@ Task = Literal["emotion", "arousal", "valence"]
 TASKS: tuple[str, ...] = ("emotion", "arousal", "valence")
 
 
-class DatasetError(ValueError):
+class DatasetError(AvemoError):
     """A features folder, clip list or task that cannot give a dataset."""
 
 

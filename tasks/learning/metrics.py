@@ -13,8 +13,10 @@ from typing import Literal
 
 import numpy as np
 
+from avemo.errors import AvemoError
 
-class MetricsError(ValueError):
+
+class MetricsError(AvemoError):
     """Labels, predictions or posteriors that cannot be scored as given."""
 
 

@@ -15,13 +15,14 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
+from avemo.errors import AvemoError
 from avemo.schemas import FOLDS
 
 Scheme = Literal["loso", "losgo", "fixed"]
 ROLES: tuple[str, str, str] = ("train", "validation", "test")
 
 
-class SplitError(ValueError):
+class SplitError(AvemoError):
     """The clips, speakers or split settings cannot give a speaker-independent split."""
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from torch import nn
 
 from avemo.config import TrainParams
+from avemo.errors import AvemoError
 from models.avef import ClipSVM
 from models.registry import InputShapes
 from tasks.learning.standardization import (
@@ -22,7 +23,7 @@ from tasks.learning.standardization import (
 )
 
 
-class TrainError(ValueError):
+class TrainError(AvemoError):
     """Settings, clips or a checkpoint that training cannot use."""
 
 

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 import avemo
 from avemo.config import PreprocessParams
+from avemo.errors import AvemoError
 from models.registry import MODALITIES, get_spec, models_for
 from tasks.learning.checkpoints import load_checkpoint, load_trained
 from tasks.learning.trained import Trained, TrainError
@@ -28,7 +29,7 @@ NOT_SHAPING = frozenset({"face_features.batch_size"})  # how many crops per forw
 CHECKPOINT_GLOB = "fold-*-seed*.pt"
 
 
-class PredictError(ValueError):
+class PredictError(AvemoError):
     """A checkpoint, a setting or a media file that prediction cannot use."""
 
 

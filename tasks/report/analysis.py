@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 
 from avemo import schemas
 from avemo.config import ReportParams
+from avemo.errors import AvemoError
 from avemo.parquet_io import read_table
 from models.fbp import AudioEncoder
 from models.registry import get_spec
@@ -52,7 +53,7 @@ MIN_TSNE_CLIPS = 5  # fewer points make no map
 ExampleData = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-class ReportError(ValueError):
+class ReportError(AvemoError):
     """Evaluation or model outputs the report cannot be built from."""
 
 

@@ -23,6 +23,7 @@ from what_the_face_classification.model import SimpleConvolutionalNetwork
 
 from avemo.config import FaceFeatureParams
 from avemo.device import resolve_device
+from avemo.errors import AvemoError
 from tasks.probe import sha256_file
 
 FER_INPUT = 48  # FER2013 images are 48 x 48 grayscale
@@ -30,7 +31,7 @@ FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"
 VGGFACE2_INPUT = 160  # InceptionResnetV1 was trained on 160 x 160 faces
 
 
-class FaceFeatureError(ValueError):
+class FaceFeatureError(AvemoError):
     """The face embedder cannot be built (weights missing or unreadable) or got unusable crops."""
 
 
