@@ -186,76 +186,87 @@ class MTCNNCascade:
         ``scales`` over ``regions`` (None: the whole frame). Per frame: boxes k x 5 (with probability),
         landmarks k x 5 x 2. Same thresholds, NMS settings and order of operations as ``detect_face``.
         """
+        none = [(np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)) for _ in frames]
+        with torch.inference_mode():
+            proposed = self._pnet(frames, scales, regions)
+            if proposed is None:
+                return none
+            refined = self._rnet(frames, *proposed)
+            if refined is None:
+                return none
+            boxes, image_inds, points = self._onet(frames, *refined)
+        return [(boxes[image_inds == n], points[image_inds == n]) for n in range(len(frames))]
+
+    def _pnet(
+        self, frames: Sequence[np.ndarray], scales: Sequence[Sequence[float]], regions: Sequence[Sequence[float] | None]
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Stage 1: PNet's proposals on each frame's levels (crops of equal shape batched), NMS per level
+        and then per frame, PNet's regression applied: boxes k x 5 and the frame of each, or None."""
         net = self._mtcnn
-        thresholds = net.thresholds
         by_shape: dict[tuple, list[_LevelCrop]] = {}
-        for search, (rgb, frame_scales, region) in enumerate(zip(frames, scales, regions)):
+        for search, (rgb, frame_scales, region) in enumerate(zip(frames, scales, regions, strict=True)):
             if frame_scales:
                 for scale, pixels, cell_row, cell_col in level_crops(rgb, frame_scales, region):
                     by_shape.setdefault((scale, *pixels.shape), []).append(
                         _LevelCrop(search, scale, pixels, cell_row, cell_col)
                     )
-        none = [(np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)) for _ in frames]
         proposals, owners = [], []
-        with torch.inference_mode():
-            for crops in by_shape.values():
-                batch = torch.stack([c.pixels for c in crops]).to(self.device, memory_format=torch.channels_last)
-                reg, probs = net.pnet(batch)
-                first_cells = torch.tensor(
-                    [[c.cell_col, c.cell_row] for c in crops], dtype=reg.dtype, device=reg.device
-                )
-                boxes, crop_inds = pnet_proposals(reg, probs[:, 1], crops[0].scale, thresholds[0], first_cells)
-                owner = torch.tensor([c.search for c in crops], dtype=torch.long, device=boxes.device)[crop_inds]
-                pick = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.5)  # per search: each has one crop here
-                proposals.append(boxes[pick])
-                owners.append(owner[pick])
-            if not proposals or sum(len(p) for p in proposals) == 0:
-                return none
-            boxes, image_inds = torch.cat(proposals), torch.cat(owners)
-            pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
-            boxes, image_inds = boxes[pick], image_inds[pick]
-            width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-            boxes = torch.stack(
-                [
-                    boxes[:, 0] + boxes[:, 5] * width,
-                    boxes[:, 1] + boxes[:, 6] * height,
-                    boxes[:, 2] + boxes[:, 7] * width,
-                    boxes[:, 3] + boxes[:, 8] * height,
-                    boxes[:, 4],
-                ],
-                dim=1,
-            )
-            boxes = rerec(boxes)
-
-            reg, probs = net.rnet(_resampled_boxes(frames, boxes, image_inds, 24))
-            score = probs[:, 1]
-            passed = score > thresholds[1]
-            boxes = torch.cat((boxes[passed, :4], score[passed, None]), dim=1)
-            image_inds, reg = image_inds[passed], reg[passed]
-            pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
-            if len(pick) == 0:
-                return none
-            boxes = rerec(bbreg(boxes[pick], reg[pick]))
-            image_inds = image_inds[pick]
-
-            reg, points, probs = net.onet(_resampled_boxes(frames, boxes, image_inds, 48))
-            score = probs[:, 1]
-            passed = score > thresholds[2]
-            boxes = torch.cat((boxes[passed, :4], score[passed, None]), dim=1)
-            image_inds, reg, points = image_inds[passed], reg[passed], points[passed]
-            box_w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
-            box_h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
-            points = torch.stack(
-                (box_w * points[:, :5] + boxes[:, :1] - 1, box_h * points[:, 5:] + boxes[:, 1:2] - 1), dim=2
-            )
-            boxes = bbreg(boxes, reg)
-            pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
-        boxes, image_inds, points = (
-            boxes[pick].cpu().numpy(),
-            image_inds[pick].cpu().numpy(),
-            points[pick].cpu().numpy(),
+        for crops in by_shape.values():
+            batch = torch.stack([c.pixels for c in crops]).to(self.device, memory_format=torch.channels_last)
+            reg, probs = net.pnet(batch)
+            first_cells = torch.tensor([[c.cell_col, c.cell_row] for c in crops], dtype=reg.dtype, device=reg.device)
+            boxes, crop_inds = pnet_proposals(reg, probs[:, 1], crops[0].scale, net.thresholds[0], first_cells)
+            owner = torch.tensor([c.search for c in crops], dtype=torch.long, device=boxes.device)[crop_inds]
+            pick = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.5)  # per search: each has one crop here
+            proposals.append(boxes[pick])
+            owners.append(owner[pick])
+        if not proposals or sum(len(p) for p in proposals) == 0:
+            return None
+        boxes, image_inds = torch.cat(proposals), torch.cat(owners)
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+        boxes, image_inds = boxes[pick], image_inds[pick]
+        width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        boxes = torch.stack(
+            [
+                boxes[:, 0] + boxes[:, 5] * width,
+                boxes[:, 1] + boxes[:, 6] * height,
+                boxes[:, 2] + boxes[:, 7] * width,
+                boxes[:, 3] + boxes[:, 8] * height,
+                boxes[:, 4],
+            ],
+            dim=1,
         )
-        return [(boxes[image_inds == n], points[image_inds == n]) for n in range(len(frames))]
+        return rerec(boxes), image_inds
+
+    def _rnet(
+        self, frames: Sequence[np.ndarray], boxes: torch.Tensor, image_inds: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Stage 2: RNet scores and regresses the proposals; NMS per frame. None when none passes."""
+        reg, probs = self._mtcnn.rnet(_resampled_boxes(frames, boxes, image_inds, 24))
+        score = probs[:, 1]
+        passed = score > self._mtcnn.thresholds[1]
+        boxes = torch.cat((boxes[passed, :4], score[passed, None]), dim=1)
+        image_inds, reg = image_inds[passed], reg[passed]
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+        if len(pick) == 0:
+            return None
+        return rerec(bbreg(boxes[pick], reg[pick])), image_inds[pick]
+
+    def _onet(
+        self, frames: Sequence[np.ndarray], boxes: torch.Tensor, image_inds: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stage 3: ONet's final boxes and landmarks, NMS by the smaller box's overlap ("Min")."""
+        reg, points, probs = self._mtcnn.onet(_resampled_boxes(frames, boxes, image_inds, 48))
+        score = probs[:, 1]
+        passed = score > self._mtcnn.thresholds[2]
+        boxes = torch.cat((boxes[passed, :4], score[passed, None]), dim=1)
+        image_inds, reg, points = image_inds[passed], reg[passed], points[passed]
+        box_w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+        box_h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+        points = torch.stack((box_w * points[:, :5] + boxes[:, :1] - 1, box_h * points[:, 5:] + boxes[:, 1:2] - 1), dim=2)
+        boxes = bbreg(boxes, reg)
+        pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+        return boxes[pick].cpu().numpy(), image_inds[pick].cpu().numpy(), points[pick].cpu().numpy()
 
     def find_faces(
         self,
