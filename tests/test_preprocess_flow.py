@@ -20,7 +20,8 @@ from avemo.provenance import provenance
 from flows.preprocess import run_preprocess
 from tasks.corpora.manifest import build_manifest, manifest_table
 from tasks.demux import load_audio
-from tasks.sample import mux_clip, write_sample_corpus
+from tasks.sample import write_sample_corpus
+from tasks.sample.mux import mux_clip
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -15,7 +15,11 @@ from facenet_pytorch import MTCNN
 from avemo.config import SampleParams
 from tasks.demux import iter_video_frames, load_audio
 from tasks.probe import probe, sha256_file
-from tasks.sample import (
+from tasks.sample import write_sample_corpus
+from tasks.sample.face import express, speaker_canvas
+from tasks.sample.mux import mux_clip
+from tasks.sample.speech import UtterancePlan, mouth_opening, plan_utterance, synthesize_speech
+from tasks.sample.styles import (
     DEFAULT_SENTENCES,
     EMOTION_STYLES,
     FPS,
@@ -23,15 +27,7 @@ from tasks.sample import (
     SENTENCE_SYLLABLES,
     EmotionStyle,
     SampleError,
-    UtterancePlan,
-    express,
-    mouth_opening,
-    mux_clip,
-    plan_utterance,
-    speaker_canvas,
     speaker_look,
-    synthesize_speech,
-    write_sample_corpus,
 )
 
 RATE = 16000
