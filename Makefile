@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha2
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup chromium demo test bench clean
+.PHONY: setup chromium demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# the inner loop: tests/unit only (integration tests are marked slow), under a minute
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+# lint and format check (ruff) and type check (mypy), configured in pyproject.toml
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python benchmarks/preprocess.py

@@ -11,7 +11,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -37,7 +37,7 @@ def _params(path: Path) -> Params:
         raise typer.BadParameter(str(err), param_hint="--params") from err
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
 
@@ -55,7 +55,7 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug 
 
 @app.command()
 def sample(
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder to write the corpus to.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder to write the corpus to.")] = None,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Write the built-in sample corpus: synthetic CREMA-D-named talking-face clips, no download.
@@ -75,12 +75,12 @@ def sample(
 
 @app.command()
 def ingest(
-    corpus_dir: Annotated[Optional[Path], typer.Argument(help="The corpus folder.")] = None,
+    corpus_dir: Annotated[Path | None, typer.Argument(help="The corpus folder.")] = None,
     format: Annotated[
-        Optional[str], typer.Option("--format", help="cremad, ravdess, enterface, mead, emodb or csv.")
+        str | None, typer.Option("--format", help="cremad, ravdess, enterface, mead, emodb or csv.")
     ] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Manifest Parquet file to write.")] = None,
-    csv: Annotated[Optional[Path], typer.Option("--csv", help="--format csv: the path,speaker,label file.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Manifest Parquet file to write.")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="--format csv: the path,speaker,label file.")] = None,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Read a corpus folder into a validated clip manifest (labels, speakers, sha256, stream facts).
@@ -108,12 +108,14 @@ def ingest(
 
 @app.command()
 def preprocess(
-    manifest: Annotated[Optional[Path], typer.Argument(help="The manifest written by `avemo ingest`.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the feature Parquet files.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Clips processed at once.")] = None,
+    manifest: Annotated[Path | None, typer.Argument(help="The manifest written by `avemo ingest`.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for the feature Parquet files.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Clips processed at once.")] = None,
     dask: Annotated[
-        Optional[str],
-        typer.Option("--dask", metavar="ADDRESS", help="Run the clips on the Dask scheduler at ADDRESS (tcp://HOST:8786)."),
+        str | None,
+        typer.Option(
+            "--dask", metavar="ADDRESS", help="Run the clips on the Dask scheduler at ADDRESS (tcp://HOST:8786)."
+        ),
     ] = None,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
@@ -150,8 +152,10 @@ def _system_option(help_text: str):
 @app.command()
 def train(
     system: Annotated[str, _system_option("The system to train: avef, gfbp, agfbp, mfbp, amfbp, concat, ...")],
-    features: Annotated[Optional[Path], typer.Option("--features", help="The features folder.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for checkpoints (default train.out_dir/SYSTEM).")] = None,
+    features: Annotated[Path | None, typer.Option("--features", help="The features folder.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for checkpoints (default train.out_dir/SYSTEM).")
+    ] = None,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Train a system speaker-independently: one model per fold and seed, checkpoints and the split.
@@ -174,15 +178,19 @@ def train(
         return
     for s in summaries:
         uar = "n/a" if s.best_val_uar is None else f"{s.best_val_uar:.3f}"
-        typer.echo(f"fold {s.fold} seed {s.seed}: best epoch {s.best_epoch}/{s.epochs_run}, val UAR {uar}, {s.seconds:.0f} s")
+        typer.echo(
+            f"fold {s.fold} seed {s.seed}: best epoch {s.best_epoch}/{s.epochs_run}, val UAR {uar}, {s.seconds:.0f} s"
+        )
 
 
 @app.command()
 def evaluate(
     system: Annotated[str, _system_option("The trained system to evaluate.")],
-    features: Annotated[Optional[Path], typer.Option("--features", help="The features folder.")] = None,
-    models_dir: Annotated[Optional[Path], typer.Option("--models", help="Its checkpoints (default train.out_dir/SYSTEM).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default evaluate.out_dir/SYSTEM).")] = None,
+    features: Annotated[Path | None, typer.Option("--features", help="The features folder.")] = None,
+    models_dir: Annotated[
+        Path | None, typer.Option("--models", help="Its checkpoints (default train.out_dir/SYSTEM).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default evaluate.out_dir/SYSTEM).")] = None,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Score a trained system on each fold's test speakers: predictions, metrics.json and plot data.
@@ -232,10 +240,12 @@ def compare(
 @app.command()
 def report(
     systems: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--systems", help="Systems to report on, comma-separated or repeated (default: train.systems)."),
     ] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for report.html and figures/ (default report.out_dir).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for report.html and figures/ (default report.out_dir).")
+    ] = None,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Write one self-contained HTML report of the evaluated systems, and a PNG copy of each figure.
@@ -256,16 +266,21 @@ def report(
     started = time.perf_counter()
     try:
         summary = build_report(
-            names, eval_dir=params.evaluate.out_dir, models_dir=params.train.out_dir,
-            features_dir=params.train.features_dir, out_dir=out or p.out_dir, settings=p,
-        )  # fmt: skip
+            names,
+            eval_dir=params.evaluate.out_dir,
+            models_dir=params.train.out_dir,
+            features_dir=params.train.features_dir,
+            out_dir=out or p.out_dir,
+            settings=p,
+        )
     except ValueError as err:
         _fail(str(err))
     for note in summary.notes:
         typer.echo(f"note: {note}")
     size = summary.html.stat().st_size / 1e6
     typer.echo(
-        f"{summary.html} ({size:.1f} MB, {len(summary.figures)} figures, PNG copies in {summary.html.parent / 'figures'}) "
+        f"{summary.html} ({size:.1f} MB, {len(summary.figures)} figures, "
+        f"PNG copies in {summary.html.parent / 'figures'}) "
         f"in {time.perf_counter() - started:.1f} s"
     )
 
@@ -299,10 +314,16 @@ def serve(
 @app.command()
 def audit(
     path: Annotated[Path, typer.Argument(help="An avemo Parquet output or a checkpoint (.pt).")],
-    clip: Annotated[Optional[str], typer.Option("--clip", help="Narrow the audit to one clip id.")] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Re-hash the sources, re-compute a sample of rows; exit 1 on drift.")] = False,
-    sample: Annotated[int, typer.Option("--sample", min=0, help="--verify: clips whose rows are re-computed (seeded sample).")] = 3,
-    faces: Annotated[bool, typer.Option("--faces", help="--verify: also re-run the face stages (MTCNN, seconds per clip).")] = False,
+    clip: Annotated[str | None, typer.Option("--clip", help="Narrow the audit to one clip id.")] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Re-hash the sources, re-compute a sample of rows; exit 1 on drift.")
+    ] = False,
+    sample: Annotated[
+        int, typer.Option("--sample", min=0, help="--verify: clips whose rows are re-computed (seeded sample).")
+    ] = 3,
+    faces: Annotated[
+        bool, typer.Option("--faces", help="--verify: also re-run the face stages (MTCNN, seconds per clip).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Where did this file come from? Sources and sha256, params, version, commit, tools, timing, DVC stage.
@@ -337,23 +358,27 @@ def audit(
 @app.command()
 def predict(
     media: Annotated[
-        Optional[list[Path]], typer.Argument(metavar="FILE", help="Video or audio files (default: predict.inputs).", show_default=False)
+        list[Path] | None,
+        typer.Argument(metavar="FILE", help="Video or audio files (default: predict.inputs).", show_default=False),
     ] = None,
     model: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
-            "--model", "-m",
+            "--model",
+            "-m",
             help="A checkpoint file, or a model folder (data/models/SYSTEM): a folder runs all its fold and seed "
             "checkpoints and averages their posteriors. Default: predict.model.",
         ),
-    ] = None,  # fmt: skip
-    output_format: Annotated[Optional[str], typer.Option("--format", help="json or csv (default: predict.format).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="File to write (default: standard output).")] = None,
+    ] = None,
+    output_format: Annotated[
+        str | None, typer.Option("--format", help="json or csv (default: predict.format).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="File to write (default: standard output).")] = None,
     window_s: Annotated[
-        Optional[float], typer.Option("--window-s", help="Longer files are processed this many seconds at a time.")
+        float | None, typer.Option("--window-s", help="Longer files are processed this many seconds at a time.")
     ] = None,
     params_file: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--params",
             help="Read the predict section from FILE and refuse if its preprocess feature settings differ from the "
@@ -363,9 +388,12 @@ def predict(
 ) -> None:
     """Emotion of video or audio files, with a timeline of their 655 ms speech segments, as JSON or CSV.
 
-    Per file: its emotion and class probabilities; per kept segment: t_begin, t_end, emotion, probabilities, face found, voiced share.
+    Per file: its emotion and class probabilities; per kept segment: t_begin, t_end, emotion, probabilities,
+    face found, voiced share.
 
-    Files go through the training pipeline's own preprocessing, with the feature settings stored in the checkpoint. Audio-only files need a model trained on audio only (audio, avef_audio). Files longer than --window-s are processed a window at a time, in bounded memory.
+    Files go through the training pipeline's own preprocessing, with the feature settings stored in the
+    checkpoint. Audio-only files need a model trained on audio only (audio, avef_audio). Files longer than
+    --window-s are processed a window at a time, in bounded memory.
 
     Examples:
       avemo predict clip.mp4 --model data/models/gfbp
@@ -387,9 +415,14 @@ def predict(
         raise typer.BadParameter(f"{output_format!r}: use json or csv", param_hint="--format")
     try:
         run = predict_files(
-            files, model, device=p.device, window_s=window_s or p.window_s, batch_size=p.batch_size, logger=log,
+            files,
+            model,
+            device=p.device,
+            window_s=window_s or p.window_s,
+            batch_size=p.batch_size,
+            logger=log,
             compare_with=(params.preprocess, params_file) if params_file is not None else None,
-        )  # fmt: skip
+        )
     except AvemoError as err:
         _fail(str(err))
     text = render(run, output_format)

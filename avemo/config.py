@@ -328,7 +328,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     of avemo's own ``params.yaml``."""
     path = Path(path)
     if not path.exists():
-        return Params()
+        return Params.model_validate({})
     try:
         raw = yaml.safe_load(path.read_text()) or {}
         return Params.model_validate(raw)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
@@ -51,7 +51,9 @@ class World:
 
 def _launched_world() -> World:
     """What torchrun's environment variables say (1 process when they are absent)."""
-    return World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")))
+    return World(
+        int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    )
 
 
 def is_main_process() -> bool:
@@ -157,7 +159,9 @@ def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
                 f"on CUDA only; train it on GPUs, or on the CPU in one process (without torchrun)"
             )
         logits = nn.SyncBatchNorm.convert_sync_batchnorm(logits)
-    return DistributedDataParallel(logits, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
+    return DistributedDataParallel(
+        logits, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True
+    )
 
 
 def all_reduce_sum(values: Tensor) -> Tensor:
@@ -175,7 +179,7 @@ def from_main(compute: Callable[[], T]) -> T:
         return compute()
     box = [compute() if world.is_main else None]
     dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return cast(T, box[0])  # rank 0's result now on every rank (None only if compute returned None)
 
 
 def barrier() -> None:

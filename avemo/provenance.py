@@ -82,7 +82,7 @@ def code_version(*modules: str) -> str:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def provenance(stage: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:

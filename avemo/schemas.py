@@ -175,7 +175,11 @@ PREDICTIONS = _versioned(
 SEGMENT_PREDICTIONS = _versioned(
     "segment_predictions",
     "1.0",
-    [PREDICTIONS.field(0), pa.field("segment", pa.int32(), nullable=False), *[PREDICTIONS.field(i) for i in range(1, 6)]],
+    [
+        PREDICTIONS.field(0),
+        pa.field("segment", pa.int32(), nullable=False),
+        *[PREDICTIONS.field(i) for i in range(1, 6)],
+    ],
 )
 
 

@@ -38,7 +38,7 @@ def describe_column(a: pa.ChunkedArray, b: pa.ChunkedArray) -> str:
         diff = np.abs(va - vb)
         diff = np.where(np.isnan(va) & np.isnan(vb), 0.0, diff)
         return f"max |diff| {np.nanmax(diff):.3g}, {np.mean(diff > 0):.2%} of {diff.size} values differ"
-    rows = sum(x != y for x, y in zip(a.to_pylist(), b.to_pylist())) + abs(len(a) - len(b))
+    rows = sum(x != y for x, y in zip(a.to_pylist(), b.to_pylist(), strict=False)) + abs(len(a) - len(b))
     return f"{rows} of {max(len(a), len(b))} rows differ"
 
 

@@ -25,6 +25,7 @@ Data: $AVEMO_SHARED_DATA, else ../shared/data next to the repository.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import time
@@ -114,7 +115,9 @@ def key_positions(count: int, every: int) -> list[int]:
     return positions
 
 
-def interpolated_agreement(reference: dict[int, tuple[float, ...] | None], frames: list[int], first: int, last: int) -> int:
+def interpolated_agreement(
+    reference: dict[int, tuple[float, ...] | None], frames: list[int], first: int, last: int
+) -> int:
     """How many frames strictly between positions ``first`` and ``last`` of ``frames`` agree with the
     reference when its boxes at those two positions are interpolated onto them (no face at either end:
     only frames without a face between two without one agree)."""
@@ -135,7 +138,7 @@ def interpolation_bound(reference: dict[int, tuple[float, ...] | None], every: i
     those frames and interpolates between them can reach, as MTCNN's box jitters from frame to frame."""
     frames = sorted(reference)
     positions = key_positions(len(frames), every)
-    agree = sum(interpolated_agreement(reference, frames, a, b) for a, b in zip(positions, positions[1:]))
+    agree = sum(interpolated_agreement(reference, frames, a, b) for a, b in itertools.pairwise(positions))
     return agree + len(positions), len(frames)
 
 
@@ -158,7 +161,7 @@ def bisection_bound(reference: dict[int, tuple[float, ...] | None], every: int) 
         exact.add(middle)
         return 1 + fill(first, middle) + fill(middle, last)
 
-    agree = len(positions) + sum(fill(a, b) for a, b in zip(positions, positions[1:]))
+    agree = len(positions) + sum(fill(a, b) for a, b in itertools.pairwise(positions))
     return agree, len(frames), len(exact)
 
 
@@ -176,7 +179,9 @@ def main() -> None:
     clips = sorted((data / "talking").glob(f"{args.clips}.mp4")) + sorted(
         (data / "cremad" / "VideoFlash").glob(f"{args.clips}.flv")
     )
-    settings = [FaceParams(detect_every=int(k), min_face_share=args.min_face_share) for k in args.detect_every.split(",")]
+    settings = [
+        FaceParams(detect_every=int(k), min_face_share=args.min_face_share) for k in args.detect_every.split(",")
+    ]
     segment = SegmentParams()
     print(f"torch threads {torch.get_num_threads()}, {settings[0]}")
     detector = FaceDetector(torch.device("cpu"))
@@ -204,7 +209,13 @@ def main() -> None:
             compared = [i for i in sorted(faces.tracks) if i < args.seconds * info.video_fps]
             if ref is None:
                 ref, ref_s = reference_boxes(
-                    reference, path, info.video_fps, info.video_width, info.video_height, compared, params.min_probability
+                    reference,
+                    path,
+                    info.video_fps,
+                    info.video_width,
+                    info.video_height,
+                    compared,
+                    params.min_probability,
                 )
                 ref_totals[0] += ref_s
                 ref_totals[1] += len(ref) / info.video_fps
@@ -218,9 +229,7 @@ def main() -> None:
                 pairs = [(ref[i], ref[i + 1]) for i in sorted(ref) if i + 1 in ref and ref[i] and ref[i + 1]]
                 jitter[0] += sum(iou(a, b) < AGREE_IOU for a, b in pairs)
                 jitter[1] += len(pairs)
-            agree = sum(
-                agrees(None if faces.tracks[i].no_face else faces.tracks[i].box, box) for i, box in ref.items()
-            )
+            agree = sum(agrees(None if faces.tracks[i].no_face else faces.tracks[i].box, box) for i, box in ref.items())
             detected = sum(t.detected for t in faces.tracks.values())
             print(
                 f"{path.name:46s} {params.detect_every:5d} {len(ref):6d} {agree / len(ref):8.1%} "
@@ -230,7 +239,11 @@ def main() -> None:
                 flush=True,
             )
             total = totals[params.detect_every]
-            for key, value in zip(keys, (agree, len(ref), info.duration_s, len(faces.tracks), fast_s, fast_cpu, net_s, detected)):
+            for key, value in zip(
+                keys,
+                (agree, len(ref), info.duration_s, len(faces.tracks), fast_s, fast_cpu, net_s, detected),
+                strict=True,
+            ):
                 total[key] += value
     for every, total in totals.items():
         print(
@@ -240,10 +253,14 @@ def main() -> None:
             f"{total['detected'] / total['video_frames']:8.1%}"
         )
     print(f"reference MTCNN: {ref_totals[0] / ref_totals[1]:.3f} s per second of video")
-    print(f"reference boxes of consecutive frames with IoU < {AGREE_IOU}: {jitter[0] / max(jitter[1], 1):.1%} of {jitter[1]} pairs")
+    print(
+        f"reference boxes of consecutive frames with IoU < {AGREE_IOU}: "
+        f"{jitter[0] / max(jitter[1], 1):.1%} of {jitter[1]} pairs"
+    )
     for every, (agree, n) in bound.items():
         print(
-            f"reference's own boxes on every {every}. frame, interpolated between: {agree / max(n, 1):.1%} of {n} frames agree"
+            f"reference's own boxes on every {every}. frame, interpolated between: "
+            f"{agree / max(n, 1):.1%} of {n} frames agree"
         )
     for every, (agree, n, exact) in bisection.items():
         print(

@@ -54,10 +54,33 @@ def build_video(clips_dir: Path, minutes: float, out: Path) -> Path:
     graph += "".join(f"[v{i}][a{i}]" for i in range(len(chosen))) + f"concat=n={len(chosen)}:v=1:a=1[v][a]"
     out.parent.mkdir(parents=True, exist_ok=True)
     command = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *inputs,
-        "-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-t", f"{minutes * 60:.3f}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-c:a", "aac", "-b:a", "96k", str(out),
-    ]  # fmt: skip
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        *inputs,
+        "-filter_complex",
+        graph,
+        "-map",
+        "[v]",
+        "-map",
+        "[a]",
+        "-t",
+        f"{minutes * 60:.3f}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-crf",
+        "23",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
+        str(out),
+    ]
     subprocess.run(command, check=True)
     return out
 
@@ -134,9 +157,20 @@ def main() -> None:
             print(f"built {video} ({video.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s")
         for window_s in args.window_s:
             child = subprocess.run(
-                [sys.executable, __file__, "--measure", str(video), "--model", str(args.model), "--window-s", str(window_s)],
-                check=True, capture_output=True, text=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    __file__,
+                    "--measure",
+                    str(video),
+                    "--model",
+                    str(args.model),
+                    "--window-s",
+                    str(window_s),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             figures = json.loads(child.stdout.strip().splitlines()[-1])
             print(
                 f"window {figures['window_s']:g} s: {figures['media_s']:.0f} s of media, {figures['windows']} windows, "

@@ -24,11 +24,11 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from avemo import schemas  # noqa: E402
-from avemo.config import PreprocessParams  # noqa: E402
-from avemo.parquet_io import read_provenance, write_table  # noqa: E402
-from avemo.provenance import provenance  # noqa: E402
-from flows.preprocess import run_preprocess  # noqa: E402
+from avemo import schemas
+from avemo.config import PreprocessParams
+from avemo.parquet_io import read_provenance, write_table
+from avemo.provenance import provenance
+from flows.preprocess import run_preprocess
 from tasks.corpora.manifest import build_manifest, manifest_table
 
 CORPORA = {"cremad": ("cremad", "cremad"), "talking": ("talking", "csv")}

@@ -23,11 +23,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from avemo.config import TrainParams, load_params  # noqa: E402
-from models.registry import MODELS  # noqa: E402
-from tasks.learning.features import Features, SegmentArrays, task_labels  # noqa: E402
-from tasks.learning.fit import fit  # noqa: E402
-from tasks.learning.trained import TrainSettings  # noqa: E402
+from avemo.config import TrainParams, load_params
+from models.registry import MODELS
+from tasks.learning.features import Features, SegmentArrays, task_labels
+from tasks.learning.fit import fit
+from tasks.learning.trained import TrainSettings
 
 SPECTROGRAM_FRAMES, BINS, VIDEO_FRAMES, VIDEO_DIM = 196, 200, 60, 304
 SEGMENTS_PER_CLIP, CROP, FACES = 5, 64, 16
@@ -39,7 +39,9 @@ def clip_inputs(n_clips: int, rng: np.random.Generator) -> Features:
     spectrograms = {c: rng.normal(size=(SPECTROGRAM_FRAMES, BINS)).astype(np.float32) for c in ids}
     embeddings = {c: rng.normal(size=(VIDEO_FRAMES, VIDEO_DIM)).astype(np.float32) for c in ids}
     emotions = tuple(EMOTIONS[i % len(EMOTIONS)] for i in range(n_clips))
-    return Features(ids, ("s",) * n_clips, emotions, frozenset({"audio", "video"}), "clip", {}, spectrograms, embeddings)
+    return Features(
+        ids, ("s",) * n_clips, emotions, frozenset({"audio", "video"}), "clip", {}, spectrograms, embeddings
+    )
 
 
 def segment_inputs(n_clips: int, rng: np.random.Generator) -> Features:
@@ -62,7 +64,11 @@ def hyperparameters(name: str, paper_size: bool) -> dict:
         return {}
     avef = load_params(REPO / "params.yaml").models.get("avef", {})
     keys = MODELS[name].hyperparameters
-    return {key: tuple(value) if isinstance(value, list) else value for key, value in avef.items() if key in keys and key != "dropout"}
+    return {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in avef.items()
+        if key in keys and key != "dropout"
+    }
 
 
 def bench(name: str, n_clips: int, batch_size: int, paper_size: bool) -> dict:
@@ -93,7 +99,9 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated registry names")
     parser.add_argument("--paper-size", action="store_true", help="AVEF at the paper's widths (~100 M parameters)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.clips} clips, batch {args.batch_size}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.clips} clips, batch {args.batch_size}"
+    )
     print(f"{'model':<22}{'kind':<9}{'params M':>9}{'clips/s':>9}{'segments/s':>12}{'epoch s':>9}")
     for name in args.models.split(","):
         row = bench(name, args.clips, args.batch_size, args.paper_size)

@@ -61,9 +61,7 @@ def _stage_code() -> str:
     return code_version(*AUDIO_CODE, *FACE_FEATURES_CODE)
 
 
-def worker_problems(
-    clip_file: str, cache_marker: str, token: str, code: str, api_url: str, threads: int
-) -> list[str]:
+def worker_problems(clip_file: str, cache_marker: str, token: str, code: str, api_url: str, threads: int) -> list[str]:
     """What would stop this Dask worker from preprocessing like this machine would.
 
     Runs as a task, in a task thread, where torch's thread count is the one the clips will get.
@@ -159,6 +157,7 @@ def run_on_dask(manifest: Path, out_dir: Path, params: PreprocessParams) -> Prep
     server instead and hands its URL to the workers (it listens on this machine only).
     """
     address = params.dask_address
+    assert address is not None  # run_preprocess comes here only with a dask_address
     with ExitStack() as stack:
         client = stack.enter_context(_connect(address, params))
         api_url = PREFECT_API_URL.value()
@@ -168,5 +167,6 @@ def run_on_dask(manifest: Path, out_dir: Path, params: PreprocessParams) -> Prep
             api_url = server.api_url
             stack.enter_context(temporary_settings({PREFECT_API_URL: api_url}))
         _check_workers(client, manifest, params, api_url)
-        configured = preprocess_flow.with_options(task_runner=DaskTaskRunner(address=address))
+        # Prefect stub limit: with_options takes a TaskRunner[PrefectFuture[Any]], invariant, so no concrete runner fits
+        configured = preprocess_flow.with_options(task_runner=DaskTaskRunner(address=address))  # type: ignore[arg-type]
         return configured(manifest=manifest, out_dir=out_dir, params=params)

@@ -51,7 +51,7 @@ def _checkpoints(model_dir: Path) -> dict[str, list[Path]]:
     return by_fold
 
 
-evaluate_fold = task(fold_predictions, name="evaluate-fold", cache_policy=NO_CACHE)
+evaluate_fold = task(name="evaluate-fold", cache_policy=NO_CACHE)(fold_predictions)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -109,13 +109,19 @@ def evaluate_flow(system: str, model_dir: Path, features_dir: Path, out_dir: Pat
     metrics = dvc_metrics(report, system, labels.task)
     out_dir.mkdir(parents=True, exist_ok=True)
     document = provenance(
-        "evaluate", {"system": system}, model_dir=str(model_dir), features=str(features_dir),
-        checkpoints=sorted(p.name for paths in by_fold.values() for p in paths), train_written_at=train_doc["written_at"],
+        "evaluate",
+        {"system": system},
+        model_dir=str(model_dir),
+        features=str(features_dir),
+        checkpoints=sorted(p.name for paths in by_fold.values() for p in paths),
+        train_written_at=train_doc["written_at"],
         seconds=time.perf_counter() - started,
-    )  # fmt: skip
+    )
     write_table(predictions, out_dir / "predictions.parquet", schemas.PREDICTIONS, document)
     # written for clip models too (no rows), so every system's stage has the same declared outputs
-    segment_predictions = pa.concat_tables(segment_tables) if segment_tables else schemas.SEGMENT_PREDICTIONS.empty_table()
+    segment_predictions = (
+        pa.concat_tables(segment_tables) if segment_tables else schemas.SEGMENT_PREDICTIONS.empty_table()
+    )
     write_table(segment_predictions, out_dir / "segment_predictions.parquet", schemas.SEGMENT_PREDICTIONS, document)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (out_dir / "report.json").write_text(json.dumps({**report, "classes": list(labels.classes)}, indent=2))
@@ -124,9 +130,14 @@ def evaluate_flow(system: str, model_dir: Path, features_dir: Path, out_dir: Pat
     _write_csv(out_dir / "learning_curve.csv", learning_curve_rows(histories))
     logger.info(
         "%s: pooled UAR %.3f, accuracy %.3f, macro-F1 %.3f over %d clips; fold UAR %.3f +- %.3f",
-        system, metrics["uar"], metrics["accuracy"], metrics["macro_f1"], metrics["clips"],
-        metrics["fold_uar_mean"], metrics["fold_uar_std"],
-    )  # fmt: skip
+        system,
+        metrics["uar"],
+        metrics["accuracy"],
+        metrics["macro_f1"],
+        metrics["clips"],
+        metrics["fold_uar_mean"],
+        metrics["fold_uar_std"],
+    )
     return metrics
 
 

@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import torch
@@ -37,7 +38,7 @@ def _clip(source, params: PreprocessParams, cache: StageCache) -> ClipFeatures |
 
 # Our own cache (avemo.cache) decides what to recompute; Prefect's input hashing would only hash
 # waveforms and tensors for nothing.
-clip_task = task(_clip, name="clip", cache_policy=NO_CACHE)
+clip_task = task(name="clip", cache_policy=NO_CACHE)(_clip)
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,9 @@ def _commit(outputs: _Outputs, manifest: Path, corpus_dir: Path, sources, embedd
         "corpus_dir": str(corpus_dir),
         "sources": {s.clip_id: s.sha256 for s in sources},
         "face_embedder": (
-            {"name": embedder.name, "dim": embedder.dim, "weights_sha256": embedder.weights_sha256} if embedder else None
+            {"name": embedder.name, "dim": embedder.dim, "weights_sha256": embedder.weights_sha256}
+            if embedder
+            else None
         ),
         "stage_seconds": outputs.stage_seconds,
         "flow_seconds": time.perf_counter() - started,
@@ -116,7 +119,10 @@ def _commit(outputs: _Outputs, manifest: Path, corpus_dir: Path, sources, embedd
     failures = pa.table({name: [getattr(f, name) for f in outputs.failures] for name in schemas.FAILURES.names})
     out_dir = outputs.sinks["clips"].path.parent
     write_table(
-        failures, out_dir / "failures.parquet", schemas.FAILURES, provenance("preprocess", params_doc, manifest=str(manifest))
+        failures,
+        out_dir / "failures.parquet",
+        schemas.FAILURES,
+        provenance("preprocess", params_doc, manifest=str(manifest)),
     )
 
 
@@ -171,5 +177,7 @@ def run_preprocess(manifest: Path, out_dir: Path, params: PreprocessParams) -> P
         return run_on_dask(manifest, out_dir, params)
     workers = 1 if params.task_runner == "sequential" else params.workers
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    configured = preprocess_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+    # Prefect stub limit: with_options takes a TaskRunner[PrefectFuture[Any]], invariant, so no concrete runner fits
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=workers)
+    configured = preprocess_flow.with_options(task_runner=runner)  # type: ignore[arg-type]
     return configured(manifest=manifest, out_dir=out_dir, params=params)

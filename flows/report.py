@@ -15,7 +15,7 @@ from pathlib import Path
 
 from avemo.config import ReportParams
 from models.registry import get_spec
-from tasks.learning.features import Features, TaskLabels, load_features, task_labels
+from tasks.learning.features import Features, Task, TaskLabels, load_features, task_labels
 from tasks.report.analysis import (
     ExampleData,
     ReportError,
@@ -50,7 +50,7 @@ def build_report(
 ) -> ReportSummary:
     """The report of ``systems`` from ``eval_dir/SYSTEM`` and ``models_dir/SYSTEM``, into ``out_dir``;
     ``settings``: the report section (default: params.yaml's)."""
-    settings = settings or ReportParams()
+    settings = settings or ReportParams.model_validate({})
     evaluations = _load_evaluations(systems, eval_dir)
     first = evaluations[systems[0]]
     task, classes = first.metrics["task"], first.classes
@@ -84,7 +84,7 @@ def _load_evaluations(systems: Sequence[str], eval_dir: Path) -> dict[str, Syste
 
 def _analyse_systems(
     systems: Sequence[str],
-    task: str,
+    task: Task,
     classes: list[str],
     features_dir: Path,
     models_dir: Path,

@@ -29,7 +29,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 from prefect import flow, get_run_logger, serve, task
@@ -94,7 +94,7 @@ class ServeLayout:
 
     def new_candidate(self) -> tuple[str, Path]:
         """A cycle id from the UTC time (suffixed when two cycles start in the same second) and its folder."""
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         cycle, n = stamp, 1
         while (self.root / "candidates" / cycle).exists():
             n += 1
@@ -115,9 +115,13 @@ class CycleReport:
     reason: str
 
     def __str__(self) -> str:
-        scores = "" if self.candidate_uar is None else (
-            f"; held-out UAR candidate {self.candidate_uar:.3f}, current "
-            + ("none" if self.current_uar is None else f"{self.current_uar:.3f}")
+        scores = (
+            ""
+            if self.candidate_uar is None
+            else (
+                f"; held-out UAR candidate {self.candidate_uar:.3f}, current "
+                + ("none" if self.current_uar is None else f"{self.current_uar:.3f}")
+            )
         )
         return (
             f"cycle {self.cycle}: {self.changes['added']} added, {self.changes['changed']} changed, "
@@ -180,7 +184,7 @@ def predict_heldout(model_dir: Path, features_dir: Path) -> dict[str, tuple[str,
     if known:
         labels = TaskLabels(first.task, first.classes, {c: first.classes.index(true_of[c]) for c in known}, {})
         pooled = ensemble([trained_posteriors(model, features, labels, known).clips for model in models])
-        predicted = {clip: first.classes[i] for clip, i in zip(pooled.clip_ids, pooled.predicted)}
+        predicted = {clip: first.classes[i] for clip, i in zip(pooled.clip_ids, pooled.predicted, strict=True)}
     return {clip: (true_of[clip], predicted.get(clip)) for clip in clips}
 
 
@@ -190,16 +194,18 @@ def _matched_pairs(current: dict, candidate: dict, clips: list[str]) -> dict[str
         return None
 
     def table(predictions: dict) -> pa.Table:
-        return pa.table({
-            "clip_id": clips,
-            "true": [predictions[c][0] for c in clips],
-            "predicted": [predictions[c][1] or "" for c in clips],
-        })  # fmt: skip
+        return pa.table(
+            {
+                "clip_id": clips,
+                "true": [predictions[c][0] for c in clips],
+                "predicted": [predictions[c][1] or "" for c in clips],
+            }
+        )
 
     return asdict(compare_systems(table(current), table(candidate)))
 
 
-scan_corpora_task = task(scan_corpora, name="scan-corpora", cache_policy=NO_CACHE)
+scan_corpora_task = task(name="scan-corpora", cache_policy=NO_CACHE)(scan_corpora)
 
 
 def _changes(layout: ServeLayout, rows: list[ManifestRow]) -> CorpusChanges:
@@ -212,7 +218,10 @@ def _changes(layout: ServeLayout, rows: list[ManifestRow]) -> CorpusChanges:
 
 
 def _preprocess_parts(
-    layout: ServeLayout, params: Params, scan: tuple[Path, list[ManifestRow], list[dict[str, Any]]], heldout: tuple[str, ...]
+    layout: ServeLayout,
+    params: Params,
+    scan: tuple[Path, list[ManifestRow], list[dict[str, Any]]],
+    heldout: tuple[str, ...],
 ) -> list[str]:
     """Features of the development and held-out speakers' clips; the clips actually computed."""
     root, rows, corpora = scan
@@ -220,11 +229,17 @@ def _preprocess_parts(
     for part in PARTS:
         part_rows = [r for r in rows if (r.speaker in heldout) == (part == "heldout")]
         if not part_rows:
-            raise ServeError(f"no {part} clips: held-out speakers {list(heldout)} against {len(rows)} clips of "
-                             f"speakers {sorted({r.speaker for r in rows})}; check serve.heldout_speakers")  # fmt: skip
+            raise ServeError(
+                f"no {part} clips: held-out speakers {list(heldout)} against {len(rows)} clips of "
+                f"speakers {sorted({r.speaker for r in rows})}; check serve.heldout_speakers"
+            )
         manifest = layout.part_manifest(part)
-        write_table(manifest_table(part_rows), manifest, schemas.MANIFEST,
-                    provenance("ingest", {"serve": part}, corpus_dir=str(root), corpora=corpora))  # fmt: skip
+        write_table(
+            manifest_table(part_rows),
+            manifest,
+            schemas.MANIFEST,
+            provenance("ingest", {"serve": part}, corpus_dir=str(root), corpora=corpora),
+        )
         computed.extend(run_preprocess(manifest, layout.features(part), params.preprocess).computed_clips)
     return computed
 
@@ -237,9 +252,11 @@ def _train_candidate(system: str, params: Params, layout: ServeLayout, candidate
     )
     run_train(system, train_params, params.models.get(system, {}), candidate_dir / "models")
     return evaluate_flow(
-        system=system, model_dir=candidate_dir / "models",
-        features_dir=layout.features("development"), out_dir=candidate_dir / "eval",
-    )  # fmt: skip
+        system=system,
+        model_dir=candidate_dir / "models",
+        features_dir=layout.features("development"),
+        out_dir=candidate_dir / "eval",
+    )
 
 
 @dataclass(frozen=True)
@@ -257,15 +274,25 @@ def _compare_heldout(layout: ServeLayout, system: str, candidate_dir: Path) -> _
     """Candidate and current model on the same held-out clips."""
     candidate = predict_heldout(candidate_dir / "models", layout.features("heldout"))
     current_doc = json.loads(layout.current.read_text()) if layout.current.exists() else None
-    current = predict_heldout(layout.root / current_doc["model_dir"], layout.features("heldout")) if current_doc else None
+    current = (
+        predict_heldout(layout.root / current_doc["model_dir"], layout.features("heldout")) if current_doc else None
+    )
     compared = sorted(set(candidate) & set(current)) if current is not None else sorted(candidate)
     if not compared:
-        raise ServeError(f"no held-out clip has features for {system}; see {layout.features('heldout')}/failures.parquet")
-    _write_json(candidate_dir / "heldout_predictions.json", {
-        clip: {"true": candidate[clip][0], "candidate": candidate[clip][1],
-               "current": current[clip][1] if current is not None else None}
-        for clip in compared
-    })  # fmt: skip
+        raise ServeError(
+            f"no held-out clip has features for {system}; see {layout.features('heldout')}/failures.parquet"
+        )
+    _write_json(
+        candidate_dir / "heldout_predictions.json",
+        {
+            clip: {
+                "true": candidate[clip][0],
+                "candidate": candidate[clip][1],
+                "current": current[clip][1] if current is not None else None,
+            }
+            for clip in compared
+        },
+    )
     return _HeldoutComparison(compared, candidate, current, current_doc)
 
 
@@ -278,12 +305,14 @@ def retrain_cycle(params_file: Path = Path("params.yaml")) -> CycleReport:
     layout = ServeLayout(serve.work_dir)
     spec = get_spec(serve.system)  # an unknown system fails before any work
     scan = scan_corpora_task(serve.corpora, params.ingest.workers)
-    root, rows, corpora = scan
+    _root, rows, corpora = scan
     changes = _changes(layout, rows)
     if not changes.any:
         reason = f"no new or changed clips in {len(corpora)} corpora ({len(rows)} clips)"
         logger.info("%s; nothing to do", reason)
-        _append_decision(layout, params, cycle=None, corpora=corpora, changes=changes.counts(), promoted=False, reason=reason)
+        _append_decision(
+            layout, params, cycle=None, corpora=corpora, changes=changes.counts(), promoted=False, reason=reason
+        )
         return CycleReport("none", changes.counts(), (), None, None, False, reason)
 
     heldout = _heldout_speakers(layout, params, {r.speaker for r in rows})
@@ -305,21 +334,31 @@ def retrain_cycle(params_file: Path = Path("params.yaml")) -> CycleReport:
         "computed_clips": sorted(computed),
         "heldout_speakers": list(heldout),
         "heldout_clips": len(comparison.clips),
-        "candidate": {"model_dir": str(candidate_dir.relative_to(layout.root) / "models"), "system": spec.name,
-                      "heldout": candidate_scores, "cross_validation_uar": cross_validation["uar"]},
+        "candidate": {
+            "model_dir": str(candidate_dir.relative_to(layout.root) / "models"),
+            "system": spec.name,
+            "heldout": candidate_scores,
+            "cross_validation_uar": cross_validation["uar"],
+        },
         "current": comparison.current_doc and {**comparison.current_doc, "heldout": current_scores},
         "matched_pairs": (
             _matched_pairs(comparison.current, comparison.candidate, comparison.clips)
-            if comparison.current is not None else None
+            if comparison.current is not None
+            else None
         ),
         "promoted": decision.promoted,
         "reason": decision.reason,
-    }  # fmt: skip
+    }
     _record(layout, params, record, scan, candidate_dir)
     report = CycleReport(
-        cycle, changes.counts(), tuple(sorted(computed)), candidate_scores["uar"],
-        current_scores["uar"] if current_scores else None, decision.promoted, decision.reason,
-    )  # fmt: skip
+        cycle,
+        changes.counts(),
+        tuple(sorted(computed)),
+        candidate_scores["uar"],
+        current_scores["uar"] if current_scores else None,
+        decision.promoted,
+        decision.reason,
+    )
     logger.info("%s", report)
     return report
 
@@ -330,13 +369,24 @@ def _record(layout: ServeLayout, params: Params, record: dict[str, Any], scan, c
     document = _append_decision(layout, params, **record)
     _write_json(candidate_dir / "decision.json", document)
     if record["promoted"]:
-        _write_json(layout.current, {"cycle": record["cycle"], "model_dir": record["candidate"]["model_dir"],
-                                     "system": record["candidate"]["system"],
-                                     "promoted_at": document["written_at"]})  # fmt: skip
+        _write_json(
+            layout.current,
+            {
+                "cycle": record["cycle"],
+                "model_dir": record["candidate"]["model_dir"],
+                "system": record["candidate"]["system"],
+                "promoted_at": document["written_at"],
+            },
+        )
     # Last: a cycle that failed before this point leaves the old manifest, so the next cycle retries it.
-    write_table(manifest_table(rows), layout.manifest, schemas.MANIFEST,
-                provenance("serve", params.serve.model_dump(mode="json"), corpus_dir=str(root), corpora=corpora,
-                           cycle=record["cycle"]))  # fmt: skip
+    write_table(
+        manifest_table(rows),
+        layout.manifest,
+        schemas.MANIFEST,
+        provenance(
+            "serve", params.serve.model_dump(mode="json"), corpus_dir=str(root), corpora=corpora, cycle=record["cycle"]
+        ),
+    )
 
 
 def serve_on_schedule(params: Params, params_file: Path) -> None:
@@ -351,11 +401,15 @@ def serve_on_schedule(params: Params, params_file: Path) -> None:
 
 def deployment(params: Params, params_file: Path) -> RunnerDeployment:
     """The deployment ``avemo serve`` runs: ``retrain_cycle`` on ``serve.cron``, one cycle at a time."""
-    return retrain_cycle.to_deployment(
-        name=params.serve.deployment,
-        schedule=Cron(params.serve.cron, timezone=params.serve.timezone),
-        parameters={"params_file": str(Path(params_file).resolve())},
-        concurrency_limit=1,
-        entrypoint_type=EntrypointType.MODULE_PATH,
-        description=retrain_cycle.__doc__,
+    # to_deployment is async_dispatch'ed: called outside an event loop, as here, it returns the deployment itself
+    return cast(
+        RunnerDeployment,
+        retrain_cycle.to_deployment(
+            name=params.serve.deployment,
+            schedule=Cron(params.serve.cron, timezone=params.serve.timezone),
+            parameters={"params_file": str(Path(params_file).resolve())},
+            concurrency_limit=1,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            description=retrain_cycle.__doc__,
+        ),
     )

@@ -73,8 +73,15 @@ def _epoch_logger(system: str, fold: str, seed: int, epochs: int):
             val = "" if record.val_uar is None else f", val UAR {record.val_uar:.3f}, val loss {record.val_loss:.3f}"
             logger.info(
                 "%s fold %s seed %d epoch %d/%d: train loss %.3f%s (%.1f s)",
-                system, fold, seed, record.epoch, epochs, record.train_loss, val, record.seconds,
-            )  # fmt: skip
+                system,
+                fold,
+                seed,
+                record.epoch,
+                epochs,
+                record.train_loss,
+                val,
+                record.seconds,
+            )
 
     return log
 
@@ -132,21 +139,36 @@ def train_flow(system: str, params: TrainParams, hyperparameters: dict[str, Any]
     features = load_features(params.features_dir, spec.needs, spec.input_kind)
     labels = task_labels(features, params.task)
     clips = labels.labelled(features.clip_ids)
-    speaker_of = dict(zip(features.clip_ids, features.speakers))
+    speaker_of = dict(zip(features.clip_ids, features.speakers, strict=True))
     split = params.split
     folds = make_folds(
-        [speaker_of[c] for c in clips], clips, split.scheme, k=split.k, seed=split.seed,
-        val_speakers=split.val_speakers, shares=split.shares,
-    )  # fmt: skip
+        [speaker_of[c] for c in clips],
+        clips,
+        split.scheme,
+        k=split.k,
+        seed=split.seed,
+        val_speakers=split.val_speakers,
+        shares=split.shares,
+    )
     feature_prov = read_provenance(Path(params.features_dir) / "clips.parquet") or {}
     logger.info(
         "%s: %d clips of %d speakers, classes %s, %d folds x %d seeds (left out: %s)",
-        system, len(clips), len(set(speaker_of[c] for c in clips)), ", ".join(labels.classes), len(folds),
-        len(params.seeds), {**features.dropped, **labels.dropped} or "none",
-    )  # fmt: skip
+        system,
+        len(clips),
+        len(set(speaker_of[c] for c in clips)),
+        ", ".join(labels.classes),
+        len(folds),
+        len(params.seeds),
+        {**features.dropped, **labels.dropped} or "none",
+    )
     if world.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_table(folds_table(folds), out_dir / "folds.parquet", schemas.FOLDS, provenance("train", params.model_dump(mode="json"), system=system))
+        write_table(
+            folds_table(folds),
+            out_dir / "folds.parquet",
+            schemas.FOLDS,
+            provenance("train", params.model_dump(mode="json"), system=system),
+        )
     run_args = [
         (system, features, labels, fold, seed, params, hyperparameters, out_dir, feature_prov.get("params"))
         for fold in folds
@@ -181,5 +203,7 @@ def run_train(system: str, params: TrainParams, hyperparameters: dict[str, Any],
     with process_group(params.device) as world:
         if not world.is_main:
             return train_flow.fn(system=system, params=params, hyperparameters=hyperparameters, out_dir=out_dir)
-        configured = train_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=params.workers))
+        # Prefect stub limit: with_options takes a TaskRunner[PrefectFuture[Any]], invariant, so no concrete runner fits
+        runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=params.workers)
+        configured = train_flow.with_options(task_runner=runner)  # type: ignore[arg-type]
         return configured(system=system, params=params, hyperparameters=hyperparameters, out_dir=out_dir)

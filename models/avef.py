@@ -16,8 +16,10 @@ The paper's sizes (:class:`AVEFConfig` defaults) hold 167 M parameters; the proj
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -70,7 +72,9 @@ def _check_shape(x: Tensor, expected: tuple[int, ...], what: str) -> None:
 class _ConvThenFC(nn.Module):
     """Shared tail: flatten the conv features, fc6 -> fc7 (ReLU, dropout) -> fc8."""
 
-    def __init__(self, features: nn.Sequential, input_shape: tuple[int, ...], fc_dim: int, num_classes: int, dropout: float) -> None:
+    def __init__(
+        self, features: nn.Sequential, input_shape: tuple[int, ...], fc_dim: int, num_classes: int, dropout: float
+    ) -> None:
         super().__init__()
         self.features = features
         self.input_shape = input_shape
@@ -86,6 +90,7 @@ class _ConvThenFC(nn.Module):
         for module in [*features, self.fc6, self.fc7]:
             if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Linear)):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                assert module.bias is not None  # every layer here is built with a bias
                 nn.init.zeros_(module.bias)
 
     def fc7_features(self, x: Tensor) -> Tensor:
@@ -103,17 +108,32 @@ class AudioNet(_ConvThenFC):
     would leave 15 x 15 after one layer); three 3 x 3 stride-2 max-pools take 64 to 7."""
 
     def __init__(
-        self, num_classes: int, mel_bins: int, mel_frames: int, width: float = 1.0, fc_dim: int = 4096,
+        self,
+        num_classes: int,
+        mel_bins: int,
+        mel_frames: int,
+        width: float = 1.0,
+        fc_dim: int = 4096,
         dropout: float = 0.3,
     ) -> None:
         c1, c2, c3, c4, c5 = _scaled(ALEXNET_CHANNELS, width)
         features = nn.Sequential(
-            nn.Conv2d(3, c1, 5, padding=2), nn.ReLU(), alexnet_lrn(), nn.MaxPool2d(3, 2),  # pool1
-            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), alexnet_lrn(), nn.MaxPool2d(3, 2),  # pool2
-            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(c3, c4, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(c4, c5, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),  # pool5
-        )  # fmt: skip
+            nn.Conv2d(3, c1, 5, padding=2),
+            nn.ReLU(),
+            alexnet_lrn(),
+            nn.MaxPool2d(3, 2),  # pool1
+            nn.Conv2d(c1, c2, 5, padding=2),
+            nn.ReLU(),
+            alexnet_lrn(),
+            nn.MaxPool2d(3, 2),  # pool2
+            nn.Conv2d(c2, c3, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c3, c4, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c4, c5, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),  # pool5
+        )
         super().__init__(features, (3, mel_bins, mel_frames), fc_dim, num_classes, dropout)
 
     def forward(self, audio: Tensor) -> SegmentOutput:
@@ -126,7 +146,12 @@ class VisualNet(_ConvThenFC):
     2 x 2 x 2, so 16 x S x S ends at 1 x S/32 x S/32 (2 x 2 for S = 64)."""
 
     def __init__(
-        self, num_classes: int, frames: int, crop_size: int, width: float = 1.0, fc_dim: int = 4096,
+        self,
+        num_classes: int,
+        frames: int,
+        crop_size: int,
+        width: float = 1.0,
+        fc_dim: int = 4096,
         dropout: float = 0.3,
     ) -> None:
         if frames < 16 or crop_size < 32:
@@ -139,12 +164,20 @@ class VisualNet(_ConvThenFC):
             return [nn.Conv3d(cin, cout, 3, padding=1), nn.ReLU()]
 
         features = nn.Sequential(
-            *conv(3, c1a), nn.MaxPool3d((1, 2, 2)),
-            *conv(c1a, c2a), nn.MaxPool3d(2),
-            *conv(c2a, c3a), *conv(c3a, c3b), nn.MaxPool3d(2),
-            *conv(c3b, c4a), *conv(c4a, c4b), nn.MaxPool3d(2),
-            *conv(c4b, c5a), *conv(c5a, c5b), nn.MaxPool3d(2),
-        )  # fmt: skip
+            *conv(3, c1a),
+            nn.MaxPool3d((1, 2, 2)),
+            *conv(c1a, c2a),
+            nn.MaxPool3d(2),
+            *conv(c2a, c3a),
+            *conv(c3a, c3b),
+            nn.MaxPool3d(2),
+            *conv(c3b, c4a),
+            *conv(c4a, c4b),
+            nn.MaxPool3d(2),
+            *conv(c4b, c5a),
+            *conv(c5a, c5b),
+            nn.MaxPool3d(2),
+        )
         super().__init__(features, (3, frames, crop_size, crop_size), fc_dim, num_classes, dropout)
 
     def forward(self, video: Tensor) -> SegmentOutput:
@@ -159,7 +192,7 @@ class DBN(nn.Module):
     def __init__(self, visible: int, hidden: Sequence[int], num_classes: int) -> None:
         super().__init__()
         sizes = [visible, *hidden]
-        self.hidden_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.hidden_layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.output = nn.Linear(sizes[-1], num_classes)
 
     def forward(self, visible: Tensor) -> SegmentOutput:
@@ -208,9 +241,10 @@ class RBM(nn.Module):
         v1 = self.visible_means(h0)
         h1_prob = self.hidden_probabilities(v1)
         batch = v0.shape[0]
-        self.layer.weight += lr * (h0_prob.t() @ v0 - h1_prob.t() @ v1) / batch
-        self.layer.bias += lr * (h0_prob - h1_prob).mean(dim=0)
-        self.visible_bias += lr * (v0 - v1).mean(dim=0)
+        # add_ is the in-place add += makes; mypy would type += on a Parameter as a plain Tensor
+        self.layer.weight.add_(lr * (h0_prob.t() @ v0 - h1_prob.t() @ v1) / batch)
+        self.layer.bias.add_(lr * (h0_prob - h1_prob).mean(dim=0))
+        self.visible_bias.add_(lr * (v0 - v1).mean(dim=0))
         return F.mse_loss(v1, v0).item()
 
 
@@ -228,6 +262,7 @@ def pretrain_dbn(dbn: DBN, features_iter: Iterable[Tensor], epochs: int = 10, lr
         raise TypeError("features_iter is a one-shot iterator; pass a list or a DataLoader, read once per epoch")
     errors = []
     for depth, layer in enumerate(dbn.hidden_layers):
+        assert isinstance(layer, nn.Linear)  # DBN's hidden layers are all Linear
         rbm = RBM(layer, gaussian_visible=depth == 0)
         for _ in range(epochs):
             epoch_errors = []
@@ -269,9 +304,12 @@ class AVEF(nn.Module):
         return self.dbn(self.visible(audio, video))
 
 
+ClipId = TypeVar("ClipId", bound=Hashable)
+
+
 def average_pool_segments(
-    segment_embeddings: Tensor | np.ndarray, clip_ids: Sequence[Hashable]
-) -> tuple[list[Hashable], np.ndarray]:
+    segment_embeddings: Tensor | np.ndarray, clip_ids: Sequence[ClipId]
+) -> tuple[list[ClipId], np.ndarray]:
     """Mean of each clip's segment embeddings (Sec. 2.2.4); clips in order of first appearance."""
     embeddings = np.asarray(
         segment_embeddings.detach().cpu().numpy() if isinstance(segment_embeddings, Tensor) else segment_embeddings
@@ -298,7 +336,7 @@ class ClipSVM:
     def __init__(self, degree: int, C: float, coef0: float = 0.0, random_state: int = 0) -> None:
         self.svc = SVC(kernel="poly", degree=degree, C=C, coef0=coef0, probability=True, random_state=random_state)
 
-    def fit(self, clip_embeddings: np.ndarray, labels: Sequence[Hashable]) -> ClipSVM:
+    def fit(self, clip_embeddings: np.ndarray, labels: Sequence[Hashable] | np.ndarray) -> ClipSVM:
         self.svc.fit(np.asarray(clip_embeddings), np.asarray(labels))
         return self
 

@@ -147,9 +147,8 @@ class IntraModalAttentionFBP(nn.Module):
     def __init__(self, config: IntraModalConfig) -> None:
         super().__init__()
         encoder = AudioEncoder(config.audio_channels, config.lrn_layers)
-        self.audio_stream = AudioStream(
-            encoder, build_pooling(config.attention, encoder.out_dim, config.attention_dim)
-        )
+        self.audio_stream = AudioStream(encoder, build_pooling(config.attention, encoder.out_dim, config.attention_dim))
+        assert config.video_dim is not None  # build_model refuses features without video for this model
         self.video_stream = VideoStream(build_pooling(config.attention, config.video_dim, config.attention_dim))
         self.fbp = FactorizedBilinearPooling(
             self.audio_stream.out_dim, self.video_stream.out_dim, config.O, config.K, config.dropout

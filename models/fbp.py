@@ -13,7 +13,7 @@ Every layer either works frame by frame or is masked, so padding never changes a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,6 @@ _ALEXNET_CONVS: tuple[tuple[int, int, int, bool], ...] = (
     (3, 1, 1, True),
 )
 _POOL_KERNEL, _POOL_STRIDE = 3, 2
-
 
 
 class FBPInputError(AvemoError):
@@ -129,13 +128,11 @@ class AudioEncoder(nn.Module):
         self.convs = nn.ModuleList()
         self.lrns = nn.ModuleList()
         in_channels = 1
-        for index, (out_channels, (kernel, stride, padding, _)) in enumerate(zip(channels, _ALEXNET_CONVS)):
+        for index, (out_channels, (kernel, stride, padding, _)) in enumerate(
+            zip(channels, _ALEXNET_CONVS, strict=True)
+        ):
             self.convs.append(nn.Conv2d(in_channels, out_channels, kernel, stride, padding))
-            self.lrns.append(
-                alexnet_lrn()
-                if index < lrn_layers
-                else nn.Identity()
-            )
+            self.lrns.append(alexnet_lrn() if index < lrn_layers else nn.Identity())
             in_channels = out_channels
         self.pool = nn.MaxPool2d(_POOL_KERNEL, _POOL_STRIDE)
         self.out_dim = channels[-1]
@@ -159,7 +156,7 @@ class AudioEncoder(nn.Module):
                 f"got lengths {lengths.tolist()}; drop or pad-with-silence shorter clips"
             )
         x = _zero_after(spectrogram.transpose(1, 2)[:, None], lengths)  # (B, 1, F, T)
-        for conv, lrn, (kernel, stride, padding, pooled) in zip(self.convs, self.lrns, _ALEXNET_CONVS):
+        for conv, lrn, (kernel, stride, padding, pooled) in zip(self.convs, self.lrns, _ALEXNET_CONVS, strict=True):
             lengths = _conv_length(lengths, kernel, stride, padding)
             x = _zero_after(lrn(F.relu(conv(x))), lengths)
             if pooled:
@@ -192,7 +189,7 @@ class AudioStream(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling
-        self.out_dim: int = pooling.out_dim
+        self.out_dim = cast(int, pooling.out_dim)  # every pooling sets an int out_dim; Module types it Tensor | Module
 
     def forward(self, spectrogram: Tensor, lengths: Tensor) -> StreamOutput:
         a, step_lengths = self.encoder(spectrogram, lengths)
@@ -208,7 +205,7 @@ class VideoStream(nn.Module):
         super().__init__()
         self.reduction = reduction or nn.Identity()
         self.pooling = pooling
-        self.out_dim: int = pooling.out_dim
+        self.out_dim = cast(int, pooling.out_dim)  # every pooling sets an int out_dim; Module types it Tensor | Module
 
     def forward(self, embeddings: Tensor, lengths: Tensor) -> StreamOutput:
         if embeddings.dim() != 3:
@@ -227,7 +224,9 @@ def build_audio_stream(config: StreamConfig) -> AudioStream:
 
 def build_video_stream(config: StreamConfig) -> VideoStream:
     if config.video_dim is None:
-        raise FBPInputError("the video stream needs the face embeddings' width (video_dim); these features have no video")
+        raise FBPInputError(
+            "the video stream needs the face embeddings' width (video_dim); these features have no video"
+        )
     conv = FrameConv(config.video_dim)
     return VideoStream(ScaledSoftmaxAttention(conv.out_dim, config.temperature_v), reduction=conv)
 
@@ -244,9 +243,7 @@ class FactorizedBilinearPooling(nn.Module):
     L2 normalisation (the product's magnitude varies too much to feed a classifier as is).
     """
 
-    def __init__(
-        self, C: int, D: int, O: int = 128, K: int = 4, dropout: float = 0.3, bias: bool = False
-    ) -> None:
+    def __init__(self, C: int, D: int, O: int = 128, K: int = 4, dropout: float = 0.3, bias: bool = False) -> None:
         super().__init__()
         self.P_tilde = nn.Linear(C, K * O, bias=bias)
         self.Q_tilde = nn.Linear(D, K * O, bias=bias)

@@ -77,7 +77,13 @@ class ModelSpec:
 
 
 def _configured(
-    name: str, needs: set[str], kind: InputKind, model: type[nn.Module], config: type, description: str, **preset: object
+    name: str,
+    needs: set[str],
+    kind: InputKind,
+    model: type[nn.Module],
+    config: type,
+    description: str,
+    **preset: object,
 ) -> ModelSpec:
     """A model built from a hyper-parameter dataclass; ``preset`` fixes fields that define the variant."""
 
@@ -94,7 +100,9 @@ def _direct(name: str, needs: set[str], model: type[nn.Module], description: str
     """A segment sub-network whose constructor takes its hyper-parameters as arguments."""
     names = [p for p in inspect.signature(model).parameters if p != "num_classes"]
     sizes = tuple(p for p in names if p in SHAPE_FIELDS)
-    return ModelSpec(name, frozenset(needs), "segment", model, tuple(p for p in names if p not in SHAPE_FIELDS), description, sizes)
+    return ModelSpec(
+        name, frozenset(needs), "segment", model, tuple(p for p in names if p not in SHAPE_FIELDS), description, sizes
+    )
 
 
 AV = {"audio", "video"}
@@ -108,18 +116,30 @@ MODELS: dict[str, ModelSpec] = {
         ),
         _configured("mfbp", AV, "clip", FBPNet, FBPConfig, "G-FBP + intra-trunk FBP (M-FBP)", multi_level=True),
         _configured(
-            "amfbp", AV, "clip", FBPNet, FBPConfig, "AG-FBP + intra-trunk FBP (AM-FBP)",
-            adaptive=True, projection_bias=True, multi_level=True,
-        ),  # fmt: skip
+            "amfbp",
+            AV,
+            "clip",
+            FBPNet,
+            FBPConfig,
+            "AG-FBP + intra-trunk FBP (AM-FBP)",
+            adaptive=True,
+            projection_bias=True,
+            multi_level=True,
+        ),
         _configured("concat", AV, "clip", ConcatFusion, StreamConfig, "both streams' vectors concatenated"),
         _configured("decision", AV, "clip", DecisionFusion, DecisionConfig, "posterior averaging of audio and video"),
         _configured("audio", {"audio"}, "clip", AudioOnly, StreamConfig, "audio stream alone (FCN + attention)"),
         _configured("video", {"video"}, "clip", VideoOnly, StreamConfig, "video stream alone (conv + attention)"),
         *(
             _configured(
-                f"{kind}_attention", AV, "clip", IntraModalAttentionFBP, IntraModalConfig,
-                f"{kind}-attention on both streams, then FBP (EmotiW 2019)", attention=kind,
-            )  # fmt: skip
+                f"{kind}_attention",
+                AV,
+                "clip",
+                IntraModalAttentionFBP,
+                IntraModalConfig,
+                f"{kind}-attention on both streams, then FBP (EmotiW 2019)",
+                attention=kind,
+            )
             for kind in ("self", "relation", "transformer")
         ),
         _direct("avef_audio", {"audio"}, AudioNet, "AVEF's audio-net alone: AlexNet-shaped CNN on log-mel segments"),
@@ -140,7 +160,9 @@ def build_model(name: str, num_classes: int, shapes: InputShapes, **hyperparamet
     ``hyperparameters`` overrides."""
     spec = get_spec(name)
     sizes = {field: getattr(shapes, SHAPE_FIELDS[field]) for field in spec.sizes}
-    needed = [SHAPE_FIELDS[f] for f, size in sizes.items() if size is None and (f != "video_dim" or "video" in spec.needs)]
+    needed = [
+        SHAPE_FIELDS[f] for f, size in sizes.items() if size is None and (f != "video_dim" or "video" in spec.needs)
+    ]
     if needed:
         raise ModelSpecError(f"model {name!r} needs features with {', '.join(needed)}; these features have none")
     unknown = sorted(set(hyperparameters) - set(spec.hyperparameters))

@@ -130,7 +130,9 @@ def _detector() -> FaceDetector:
 
 @functools.cache
 def _embedder(extractor: str, weights_path: str | None, batch_size: int) -> FaceEmbedder:
-    return load_face_embedder(FaceFeatureParams(extractor=extractor, weights_path=weights_path, batch_size=batch_size))
+    # validated from a dict: the cache key keeps the path a str, which pydantic turns back into a Path
+    section = {"extractor": extractor, "weights_path": weights_path, "batch_size": batch_size}
+    return load_face_embedder(FaceFeatureParams.model_validate(section))
 
 
 def face_models(params: PreprocessParams) -> tuple[FaceDetector, FaceEmbedder]:
@@ -179,7 +181,9 @@ def clip_features(
     then gets rows as an audio-only clip does. ``cache`` reads and stores each stage's tables.
     """
     keys = functools.partial(stage_keys, params, source.sha256)
-    audio = _run(source, "audio", lambda: compute_audio(source.file, source.info, params), cache, lambda: keys()["audio"])
+    audio = _run(
+        source, "audio", lambda: compute_audio(source.file, source.info, params), cache, lambda: keys()["audio"]
+    )
     if isinstance(audio, StageFailure):
         return audio
     if not (with_faces and source.info.has_video):
@@ -187,16 +191,22 @@ def clip_features(
     detector, embedder = face_models(params)
     segments = audio.tables["segments"]
     faces = _run(
-        source, "faces", lambda: compute_faces(source.file, source.info, segments, params, detector), cache,
+        source,
+        "faces",
+        lambda: compute_faces(source.file, source.info, segments, params, detector),
+        cache,
         lambda: keys()["faces"],
-    )  # fmt: skip
+    )
     if isinstance(faces, StageFailure):
         return faces
     frames = faces.tables["frames"]
     features = _run(
-        source, "face_features", lambda: compute_face_features(frames, embedder), cache,
+        source,
+        "face_features",
+        lambda: compute_face_features(frames, embedder),
+        cache,
         lambda: keys(embedder)["face_features"],
-    )  # fmt: skip
+    )
     if isinstance(features, StageFailure):
         return features
     return assemble(source, audio, faces, features, params)
@@ -206,8 +216,8 @@ def _face_columns(faces: StageResult, features: StageResult, clip_id: str) -> tu
     """The clip's frames rows (with embeddings), and per segment its face frames and flag counts."""
     frames = faces.tables["frames"]
     face_frames = faces.tables["segment_faces"]["face_frames"]
-    no_face = dict(zip(frames["frame_index"].to_pylist(), frames["no_face"].to_pylist()))
-    multiple = dict(zip(frames["frame_index"].to_pylist(), frames["multiple_faces"].to_pylist()))
+    no_face = dict(zip(frames["frame_index"].to_pylist(), frames["no_face"].to_pylist(), strict=True))
+    multiple = dict(zip(frames["frame_index"].to_pylist(), frames["multiple_faces"].to_pylist(), strict=True))
     per_segment = face_frames.to_pylist()
     rows = frames.add_column(0, "clip_id", pa.array([clip_id] * frames.num_rows))
     rows = rows.append_column("embedding", features.tables["embeddings"]["embedding"])

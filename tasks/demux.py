@@ -6,6 +6,7 @@ keeps only the frames it asks for.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,14 +86,10 @@ def iter_video_frames(
             index += 1
     finally:
         process.stdout.close()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             process.kill()
-        except ProcessLookupError:
-            pass
         stderr = process.stderr.read()
         process.stderr.close()
         process.wait()
     if index == 0 and stderr:
         raise DemuxError(f"video decoding failed: {_stderr_tail(stderr)}")
-
-

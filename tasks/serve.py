@@ -68,7 +68,7 @@ def combine_corpora(corpora: Sequence[tuple[Path, list[ManifestRow]]]) -> tuple[
     root = Path(os.path.commonpath(folders))
     rows = [
         replace(row, path=(PurePosixPath(folder.relative_to(root).as_posix()) / row.path).as_posix())
-        for folder, (_, corpus_rows) in zip(folders, corpora)
+        for folder, (_, corpus_rows) in zip(folders, corpora, strict=True)
         for row in corpus_rows
     ]
     repeated = sorted(clip for clip, count in Counter(r.clip_id for r in rows).items() if count > 1)

@@ -1,4 +1,8 @@
-"""Shared fixtures: where the real test data lies, and one Prefect test harness per session."""
+"""Shared fixtures: where the real test data lies, and one Prefect test harness per session.
+
+``tests/unit`` mirrors the packages and runs in seconds per module (``make test-fast``); everything under
+``tests/integration`` (flows end to end, the CLI, Dask, torchrun, real corpora) is marked ``slow``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+INTEGRATION = REPO / "tests" / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(item.path).is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.slow)
 
 
 def _shared_data_dir() -> Path:
@@ -54,6 +65,8 @@ def sample_features(prefect_harness, tmp_path_factory) -> Path:
     write_sample_corpus(root / "corpus", [1001, 1002, 1003], ["ANG", "SAD"], seed=0, sentences=("DFA", "IEO"))
     rows, _ = build_manifest(root / "corpus", "cremad", workers=2)
     manifest = root / "manifest.parquet"
-    write_table(manifest_table(rows), manifest, schemas.MANIFEST, provenance("ingest", {}, corpus_dir=str(root / "corpus")))
+    write_table(
+        manifest_table(rows), manifest, schemas.MANIFEST, provenance("ingest", {}, corpus_dir=str(root / "corpus"))
+    )
     run_preprocess(manifest, root / "features", PreprocessParams(cache_dir=root / "cache"))
     return root / "features"

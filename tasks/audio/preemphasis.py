@@ -20,8 +20,7 @@ def pre_emphasis(x: np.ndarray, coefficient: float) -> np.ndarray:
     """Return ``x[n] - coefficient * x[n-1]`` with ``x[0]`` kept as is (no sample before it), same dtype."""
     if x.ndim != 1 or not np.issubdtype(x.dtype, np.floating):
         raise PreEmphasisError(
-            f"expected a mono 1-D float signal, got shape {x.shape} of {x.dtype}; "
-            "decode it with tasks.demux.load_audio"
+            f"expected a mono 1-D float signal, got shape {x.shape} of {x.dtype}; decode it with tasks.demux.load_audio"
         )
     if not 0.0 <= coefficient <= 1.0:
         raise PreEmphasisError(f"coefficient {coefficient} is outside [0, 1]; the paper uses 0.97")

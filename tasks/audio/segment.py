@@ -35,9 +35,7 @@ def samples_per(ms: float, sample_rate: int) -> int:
     """The whole number of samples in ``ms`` milliseconds; framing at a fractional sample would drift."""
     samples = ms * sample_rate / 1000.0
     if not math.isclose(samples, round(samples), abs_tol=1e-9) or round(samples) < 1:
-        raise SegmentError(
-            f"{ms} ms is {samples:g} samples at {sample_rate} Hz; choose a whole number of samples"
-        )
+        raise SegmentError(f"{ms} ms is {samples:g} samples at {sample_rate} Hz; choose a whole number of samples")
     return round(samples)
 
 

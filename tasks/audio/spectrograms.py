@@ -80,9 +80,7 @@ def _hamming_power(
     return np.concatenate(powers)
 
 
-def log_mel_frames(
-    x: np.ndarray, sample_rate: int, seg: SegmentParams, feat: AudioFeatureParams
-) -> np.ndarray:
+def log_mel_frames(x: np.ndarray, sample_rate: int, seg: SegmentParams, feat: AudioFeatureParams) -> np.ndarray:
     """(n_frames, n_mels) float32 log-mel of every analysis frame of the clip (AVEF Eq. 2.1).
 
     The 0.01 goes AFTER the mel projection, as the paper's formula reads: it floors the band energies,

@@ -54,9 +54,7 @@ def vad_decisions(x: np.ndarray, sample_rate: int, params: VadParams) -> np.ndar
     judge, is unvoiced.
     """
     if sample_rate not in VAD_SAMPLE_RATES:
-        raise VadError(
-            f"webrtcvad needs a sample rate in {VAD_SAMPLE_RATES} Hz, got {sample_rate}; resample first"
-        )
+        raise VadError(f"webrtcvad needs a sample rate in {VAD_SAMPLE_RATES} Hz, got {sample_rate}; resample first")
     if x.ndim != 1:
         raise VadError(f"expected a mono 1-D signal, got shape {x.shape}; mix the channels down first")
     frame = sample_rate * params.frame_ms // 1000

@@ -25,9 +25,16 @@ from avemo.schemas import SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY
 
 # The inputs a provenance document may name, shown in the record's details when present.
 RECORDED_INPUTS = (
-    "manifest", "corpus_dir", "features", "model_dir", "checkpoints", "face_embedder", "system", "skipped",
+    "manifest",
+    "corpus_dir",
+    "features",
+    "model_dir",
+    "checkpoints",
+    "face_embedder",
+    "system",
+    "skipped",
     "train_written_at",
-)  # fmt: skip
+)
 
 
 class AuditError(AvemoError):
@@ -132,8 +139,10 @@ def dvc_origin(path: Path, root: Path | None = None) -> DvcOrigin | None:
     is not in the cache the recorded md5 is None (unknown), not a mismatch.
     """
     root = root or project_root(path)
-    lock = root / "dvc.lock" if root else None
-    if lock is None or not lock.is_file():
+    if root is None:
+        return None
+    lock = root / "dvc.lock"
+    if not lock.is_file():
         return None
     try:
         relative = Path(path).resolve().relative_to(root).as_posix()
@@ -341,7 +350,7 @@ def _describe_checkpoint(path: Path, root: Path | None, clip: str | None) -> Aud
     except TrainError as err:
         raise AuditError(str(err)) from err
     train_doc = read_json(path.parent / "train.json") or {}
-    run = next((r for r in train_doc.get("runs", []) if r.get("checkpoint") == path.name), {})
+    run: dict[str, Any] = next((r for r in train_doc.get("runs", []) if r.get("checkpoint") == path.name), {})
     details = {
         key: meta.get(key)
         for key in ("system", "model", "fold", "test_speakers", "task", "classes", "best_epoch", "hyperparameters")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,11 +32,20 @@ FEATURE_TABLES = ("clips", "segments", "frames")
 AUDIO_COLUMNS = {
     "segments": ("segment", "first_frame", "t_begin", "t_end", "voiced_share", "log_mel"),
     "clips": (
-        "path", "sha256", "corpus", "speaker", "label", "corpus_label", "duration_s", "voiced_share",
-        "n_segments", "linear_times", "linear_spectrogram",
+        "path",
+        "sha256",
+        "corpus",
+        "speaker",
+        "label",
+        "corpus_label",
+        "duration_s",
+        "voiced_share",
+        "n_segments",
+        "linear_times",
+        "linear_spectrogram",
     ),
     "frames": (),
-}  # fmt: skip
+}
 
 
 def recompute_sample(
@@ -71,11 +80,13 @@ def recompute_sample(
 
 def _recompute_finding(record: AuditRecord, clip_id: str, column: str, why: str, rerun: str) -> Finding:
     return Finding(
-        "recomputed_differs", record.path, clip_id,
+        "recomputed_differs",
+        record.path,
+        clip_id,
         f"column {column}: {why}",
         f"the same source and parameters now give other values: the file was modified, or code or tools changed "
         f"(see the notes); rebuild it with {rerun}",
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------------------------------------- manifest
@@ -133,7 +144,7 @@ def _recompute_features(
     sources = _recorded_sources(manifest, record)
     table = pq.read_table(path)
     in_file = table["clip_id"].to_pylist()
-    skipped = sorted(c for c in changed if c in set(in_file))
+    skipped = sorted(c for c in changed if c is not None and c in set(in_file))  # None: a source without a clip
     if skipped:
         notes.append(f"not re-computed, their source changed: {', '.join(skipped)}")
     pool = [c for c in ([clip] if clip else in_file) if c not in changed and c in sources]
@@ -193,12 +204,14 @@ def _check_face_embedder(record: AuditRecord, params: PreprocessParams, findings
     if recorded and recorded != embedder.weights_sha256:
         findings.append(
             Finding(
-                "upstream_changed", record.path, None,
+                "upstream_changed",
+                record.path,
+                None,
                 f"face embedder {embedder.name} weights sha256 {embedder.weights_sha256[:16]}…, "
                 f"recorded {recorded[:16]}…",
                 "install the recorded weights, or rebuild the features: `dvc repro preprocess`",
             )
-        )  # fmt: skip
+        )
 
 
 def _compare_clip_rows(
@@ -224,9 +237,9 @@ def _compare_clip_rows(
     if not run_faces:
         names = [c for c in names if c in AUDIO_COLUMNS[record.kind]]
     for name in names:
-        if why := compare_values(stored[name].to_pylist(), new[name].to_pylist()):
+        if difference := compare_values(stored[name].to_pylist(), new[name].to_pylist()):
             rerun = "`avemo preprocess` (dvc repro preprocess)"
-            findings.append(_recompute_finding(record, source.clip_id, name, why, rerun))
+            findings.append(_recompute_finding(record, source.clip_id, name, difference, rerun))
     return names
 
 
@@ -250,12 +263,14 @@ def _check_training_features(path: Path, record: AuditRecord, findings: list[Fin
     if differing:
         findings.append(
             Finding(
-                "upstream_changed", str(clips), None,
+                "upstream_changed",
+                str(clips),
+                None,
                 f"{len(differing)} clip(s) of the features differ from those the model was trained on: "
                 f"{', '.join(differing[:5])}",
                 rerun,
             )
-        )  # fmt: skip
+        )
     if record.details.get("feature_params") and current.get("params") != record.details["feature_params"]:
         keys = _differing_keys(record.details["feature_params"], current.get("params") or {})
         findings.append(
@@ -310,7 +325,7 @@ def _recompute_predictions(
     stored = {r["clip_id"]: r for r in table.to_pylist()}
     chosen = sample_clips([clip] if clip else stored, n, seed)
     folds = pq.read_table(model_dir / "folds.parquet").to_pylist()
-    spec = get_spec(system)
+    spec = get_spec(cast(str, system))  # every evaluate run records its system; without one get_spec refuses None
     features = load_features(resolve(details["features"], root), spec.needs, spec.input_kind)
     labels = task_labels(features, train_doc["params"]["task"])
     folds_run = sorted({stored[c]["fold"] for c in chosen})
@@ -336,12 +351,14 @@ def _recorded_checkpoints(
     if details.get("train_written_at") and train_doc.get("written_at") != details["train_written_at"]:
         findings.append(
             Finding(
-                "upstream_changed", display_path(model_dir / "train.json"), None,
+                "upstream_changed",
+                display_path(model_dir / "train.json"),
+                None,
                 f"the models were re-trained at {train_doc.get('written_at')}, "
                 f"after these predictions' training run ({details['train_written_at']})",
                 f"re-evaluate: {rerun}",
             )
-        )  # fmt: skip
+        )
         return None
     checkpoints = [model_dir / name for name in details.get("checkpoints", [])]
     missing = [p.name for p in checkpoints if not p.is_file()]
@@ -359,4 +376,4 @@ def _fold_probabilities(
     from tasks.learning.evaluation import fold_predictions
 
     predictions, _, _ = fold_predictions("", checkpoints, features, labels, test_clips)
-    return dict(zip(predictions.clip_ids, predictions.probabilities.tolist(), strict=False))
+    return dict(zip(predictions.clip_ids, predictions.probabilities.tolist(), strict=True))

@@ -36,7 +36,8 @@ def _run_lines(record: AuditRecord) -> list[str]:
     """The file, its table, its DVC stage, and the stage run that wrote it."""
     git = record.git or {}
     commit = git.get("commit") or "unknown"
-    state = {True: " (uncommitted changes)", False: " (clean)"}.get(git.get("dirty"), "")
+    states: dict[Any, str] = {True: " (uncommitted changes)", False: " (clean)"}  # "dirty" may be missing or null
+    state = states.get(git.get("dirty"), "")
     what = f"{record.kind} {record.schema_version}" if record.schema_version else record.kind
     size = f", {record.rows} rows" if record.rows is not None else ""
     clips = f", {record.details['clips']} clips" if "clips" in record.details else ""

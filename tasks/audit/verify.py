@@ -81,18 +81,25 @@ def check_sources(record: AuditRecord) -> tuple[int, list[Finding], list[str]]:
         file = Path(source.file)
         if not file.is_file():
             findings.append(
-                Finding("source_missing", source.file, source.clip_id, "the source file is missing",
-                        f"restore it (e.g. `dvc checkout`), or rebuild without it: {_rerun_hint(record)}")
-            )  # fmt: skip
+                Finding(
+                    "source_missing",
+                    source.file,
+                    source.clip_id,
+                    "the source file is missing",
+                    f"restore it (e.g. `dvc checkout`), or rebuild without it: {_rerun_hint(record)}",
+                )
+            )
         elif (now := sha256_file(file)) != source.sha256:
             findings.append(
                 Finding(
-                    "source_changed", source.file, source.clip_id,
+                    "source_changed",
+                    source.file,
+                    source.clip_id,
                     f"sha256 is {now[:16]}…, recorded {source.sha256[:16]}… "
                     f"(the bytes changed since {record.path} was made)",
                     f"restore the original file, or rebuild from the new bytes: {_rerun_hint(record)}",
                 )
-            )  # fmt: skip
+            )
     return checked, findings, notes
 
 
@@ -105,13 +112,15 @@ def check_dvc(record: AuditRecord) -> tuple[list[Finding], list[str]]:
         return [], []
     return [
         Finding(
-            "dvc_changed", record.path, None,
+            "dvc_changed",
+            record.path,
+            None,
             f"md5 {record.dvc.current_md5} differs from {record.dvc.recorded_md5} recorded by {record.dvc.lock} "
             f"(stage {record.dvc.stage})",
             f"`dvc checkout {record.dvc.out}` restores the recorded version; "
             f"`dvc repro {record.dvc.stage}` rebuilds it",
         )
-    ], []  # fmt: skip
+    ], []
 
 
 def environment_notes(record: AuditRecord) -> list[str]:

@@ -1,4 +1,4 @@
-"""EmoDB (Berlin Database of Emotional Speech): its naming scheme -> clips, one adapter (``prepare_emodb``), names and folders only."""
+"""EmoDB (Berlin Database of Emotional Speech): its naming scheme -> clips (``prepare_emodb``), from names only."""
 
 from __future__ import annotations
 

@@ -31,13 +31,17 @@ def _parse_mead(rel: PurePosixPath, view: str) -> Clip:
         raise NotInScheme(f"view {file_view!r} is not the selected view {view!r}")
     if emotion not in MEAD_EMOTIONS:
         raise NotInScheme(f"unknown MEAD emotion folder {emotion!r}")
-    level = _MEAD_LEVEL.fullmatch(level_folder).group(1)
+    level_match = _MEAD_LEVEL.fullmatch(level_folder)
+    assert level_match is not None  # parts[4] was matched above
+    level = level_match.group(1)
+    label = canonical_label(emotion)
+    assert label is not None  # every MEAD_EMOTIONS folder has a canonical name
     return Clip(
         clip_id=f"{speaker}_{view}_{emotion}_{level_folder}_{rel.stem}",
         path=str(rel),
         corpus="mead",
         speaker=speaker,
-        label=canonical_label(emotion),
+        label=label,
         corpus_label=emotion,
         sentence=rel.stem,
         intensity=level,

@@ -124,11 +124,16 @@ def _legacy_shapes(meta: dict[str, Any], hyperparameters: dict[str, Any]) -> Inp
     )
 
 
+def _tuples(values: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON's lists back as the tuples they were saved from."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
 def load_trained(path: Path, device: str = "cpu") -> Trained:
     """Rebuild the model from its registry name, input sizes and hyper-parameters, load its weights,
     re-fit the SVM."""
     state, meta = load_checkpoint(path)
-    hyperparameters = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["hyperparameters"].items()}
+    hyperparameters = _tuples(meta["hyperparameters"])
     if "input_shapes" in meta:
         shapes = InputShapes(**meta["input_shapes"])
     else:
@@ -136,8 +141,20 @@ def load_trained(path: Path, device: str = "cpu") -> Trained:
     model = build_model(meta["model"], len(meta["classes"]), shapes, **hyperparameters)
     model.load_state_dict(state)
     model.to(resolve_device(device)).eval()
-    known = {"avemo_version", "model", "hyperparameters", "input_shapes", "task", "classes", "standardization", "settings",
-             "history", "best_epoch", "clip_svm_training", "transfer"}  # fmt: skip
+    known = {
+        "avemo_version",
+        "model",
+        "hyperparameters",
+        "input_shapes",
+        "task",
+        "classes",
+        "standardization",
+        "settings",
+        "history",
+        "best_epoch",
+        "clip_svm_training",
+        "transfer",
+    }
     transfer = meta["transfer"]
     trained = Trained(
         model_name=meta["model"],
@@ -150,9 +167,7 @@ def load_trained(path: Path, device: str = "cpu") -> Trained:
         settings=TrainSettings(**_migrated_settings(meta["settings"])),
         history=[EpochRecord(**r) for r in meta["history"]],
         best_epoch=meta["best_epoch"],
-        transfer=TransferReport(**{k: tuple(v) if isinstance(v, list) else v for k, v in transfer.items()})
-        if transfer
-        else None,
+        transfer=TransferReport(**_tuples(transfer)) if transfer else None,
         extra={k: v for k, v in meta.items() if k not in known},
     )
     if meta["clip_svm_training"] is not None:

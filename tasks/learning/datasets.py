@@ -134,6 +134,7 @@ class ClipDataset(Dataset):
         if self.spectrograms is not None:
             audio = self.standardization[clip].apply("spectrogram", self.spectrograms[clip])
             if self.masking is not None:
+                assert self._rng is not None  # made with the masking
                 audio = self.masking.apply(audio, band_axis=1, frame_axis=0, rng=self._rng)
             if len(audio) < self.min_frames:
                 audio = np.pad(audio, ((0, self.min_frames - len(audio)), (0, 0)))
@@ -154,7 +155,7 @@ def collate_clips(
     items: list[tuple[np.ndarray | None, np.ndarray | None, int, str]],
 ) -> ClipBatch:
     """Pad each modality to the batch's longest clip; the lengths tell the models where padding starts."""
-    audio, video, labels, clips = zip(*items)
+    audio, video, labels, clips = zip(*items, strict=True)
     audio_t, audio_len = _pad(list(audio)) if audio[0] is not None else (None, None)
     video_t, video_len = _pad(list(video)) if video[0] is not None else (None, None)
     return ClipBatch(
@@ -202,9 +203,11 @@ class SegmentDataset(Dataset):
         clip = str(self.arrays.clip_ids[row])
         audio = self.standardization[clip].apply("log_mel", self.arrays.log_mel[row]) if self.with_audio else None
         if audio is not None and self.masking is not None:
+            assert self._rng is not None  # made with the masking
             audio = self.masking.apply(audio, band_axis=1, frame_axis=2, rng=self._rng)
         video = None
         if self.with_video:
+            assert self.arrays.crops is not None and self.arrays.face_rows is not None  # checked in __init__
             # (16, S, S, 3) uint8 -> (3, 16, S, S) float in [0, 1], C3D's layout
             video = self.arrays.crops[self.arrays.face_rows[row]].transpose(3, 0, 1, 2).astype(np.float32) / 255.0
         return audio, video, int(self.labels[i]), clip, int(self.arrays.segments[row])
@@ -213,7 +216,7 @@ class SegmentDataset(Dataset):
 def collate_segments(
     items: list[tuple[np.ndarray | None, np.ndarray | None, int, str, int]],
 ) -> SegmentBatch:
-    audio, video, labels, clips, segments = zip(*items)
+    audio, video, labels, clips, segments = zip(*items, strict=True)
     return SegmentBatch(
         torch.from_numpy(np.stack(audio)) if audio[0] is not None else None,
         torch.from_numpy(np.stack(video)) if video[0] is not None else None,

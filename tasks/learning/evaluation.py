@@ -142,7 +142,10 @@ def learning_curve_rows(
 
 def confusion_rows(table: pa.Table) -> list[dict[str, str]]:
     """{actual, predicted} per clip: the rows DVC's confusion template counts."""
-    return [{"actual": t, "predicted": p} for t, p in zip(table["true"].to_pylist(), table["predicted"].to_pylist())]
+    return [
+        {"actual": t, "predicted": p}
+        for t, p in zip(table["true"].to_pylist(), table["predicted"].to_pylist(), strict=True)
+    ]
 
 
 def recall_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -164,7 +167,9 @@ def compare_systems(predictions_a: pa.Table, predictions_b: pa.Table) -> Matched
         clips = table["clip_id"].to_pylist()
         if len(set(clips)) != len(clips):
             raise EvaluateError(f"{name} lists a clip more than once; compare clip-level tables of one evaluation")
-        return dict(zip(clips, zip(table["true"].to_pylist(), table["predicted"].to_pylist())))
+        return dict(
+            zip(clips, zip(table["true"].to_pylist(), table["predicted"].to_pylist(), strict=True), strict=True)
+        )
 
     a, b = (
         by_clip(predictions_a, "predictions_a"),

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -133,11 +133,11 @@ def load_features(features_dir: Path, needs: Iterable[str], kind: InputKind = "c
         "clips.parquet",
         ["clip_id", "speaker", "label", "has_video", "n_face_frames"],
     ).to_pydict()
-    with_faces = [video and n > 0 for video, n in zip(meta["has_video"], meta["n_face_frames"])]
+    with_faces = [video and n > 0 for video, n in zip(meta["has_video"], meta["n_face_frames"], strict=True)]
     keep = [i for i, faces in enumerate(with_faces) if faces or "video" not in needs]
     dropped = {"no face frames": len(meta["clip_id"]) - len(keep)} if len(keep) < len(meta["clip_id"]) else {}
     clip_ids = tuple(meta["clip_id"][i] for i in keep)
-    common = dict(
+    common: dict[str, Any] = dict(
         clip_ids=clip_ids,
         speakers=tuple(meta["speaker"][i] for i in keep),
         emotions=tuple(meta["label"][i] for i in keep),
@@ -203,13 +203,16 @@ def _segments(features_dir: Path, wanted: set[str], with_video: bool) -> Segment
         frames = _frames(features_dir, wanted, ["crop"])
         crops = frames["crop"].combine_chunks().to_numpy_ndarray()
         row_of = {
-            key: row for row, key in enumerate(zip(frames["clip_id"].to_pylist(), frames["frame_index"].to_pylist()))
+            key: row
+            for row, key in enumerate(
+                zip(frames["clip_id"].to_pylist(), frames["frame_index"].to_pylist(), strict=True)
+            )
         }
         try:
             face_rows = np.array(
                 [
                     [row_of[(clip, index)] for index in indices]
-                    for clip, indices in zip(clip_ids, table["face_frames"].to_pylist())
+                    for clip, indices in zip(clip_ids, table["face_frames"].to_pylist(), strict=True)
                 ],
                 dtype=np.int64,
             )
@@ -231,7 +234,7 @@ def _segments(features_dir: Path, wanted: set[str], with_video: bool) -> Segment
 class TaskLabels:
     """The classes of a task and each usable clip's class index."""
 
-    task: str
+    task: Task
     classes: tuple[str, ...]
     index: dict[str, int]  # clip_id -> class index; clips the task cannot label are absent
     dropped: dict[str, int]  # emotion -> clips without a label in this task
@@ -252,11 +255,11 @@ def task_labels(features: Features, task: Task) -> TaskLabels:
         return TaskLabels(
             task,
             classes,
-            {c: classes.index(e) for c, e in zip(features.clip_ids, features.emotions)},
+            {c: classes.index(e) for c, e in zip(features.clip_ids, features.emotions, strict=True)},
             {},
         )
     if task in ("arousal", "valence"):
         binary = binary_task_labels(features.emotions, task)
-        index = {features.clip_ids[k]: int(label) for k, label in zip(binary.kept, binary.labels)}
+        index = {features.clip_ids[k]: int(label) for k, label in zip(binary.kept, binary.labels, strict=True)}
         return TaskLabels(task, binary.classes, index, binary.dropped)
     raise DatasetError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")

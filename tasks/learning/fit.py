@@ -9,17 +9,18 @@ mean of the segments' posteriors.
 from __future__ import annotations
 
 import copy
+import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler
 
 from avemo.distributed import (
     ShardedBatchSampler,
@@ -128,6 +129,12 @@ def _validation_scores(predictions: Predictions) -> tuple[float, float, float]:
     )
 
 
+def _validation_scores_of(
+    model: nn.Module, val_set: ClipDataset | SegmentDataset, classes: Sequence[str], device: torch.device
+) -> tuple[float, float, float]:
+    return _validation_scores(model_posteriors(model, val_set, classes, device=device))
+
+
 def _pretrain_dbn(model: AVEF, loader: DataLoader, settings: TrainSettings, device: torch.device) -> list[float]:
     """The DBN's RBMs on the training segments' visible vectors from the (not yet tuned) CNNs."""
     model.eval()
@@ -137,7 +144,9 @@ def _pretrain_dbn(model: AVEF, loader: DataLoader, settings: TrainSettings, devi
     return pretrain_dbn(model.dbn, visible, settings.dbn_pretrain_epochs, settings.dbn_pretrain_lr)
 
 
-def _train_loader(dataset: Dataset, collate: Callable, settings: TrainSettings, world: World) -> DataLoader:
+def _train_loader(
+    dataset: ClipDataset | SegmentDataset, collate: Callable, settings: TrainSettings, world: World
+) -> DataLoader:
     """Shuffled batches of ``settings.batch_size`` items, the same on every process (same seed), each
     process loading its share of each; an empty share (a short last batch) comes out as None."""
     if settings.batch_size < world.size or len(dataset) < world.size:
@@ -195,7 +204,8 @@ def _train_epoch(
         scaler.step(optimizer)
         scaler.update()
         total += loss.item() / world.size * batch_size
-    return all_reduce_sum(torch.tensor(total, dtype=torch.float64, device=device)).item() / len(loader.dataset)
+    items = len(cast(Sized, loader.dataset))  # torch's Dataset type has no __len__; ours all do
+    return all_reduce_sum(torch.tensor(total, dtype=torch.float64, device=device)).item() / items
 
 
 @dataclass(frozen=True)
@@ -210,9 +220,15 @@ class _FoldData:
 
 
 def _fold_data(
-    model: nn.Module, needs: frozenset[str], features: Features, labels: TaskLabels,
-    train_clips: Sequence[str], val_clips: Sequence[str], settings: TrainSettings, world: World,
-) -> _FoldData:  # fmt: skip
+    model: nn.Module,
+    needs: frozenset[str],
+    features: Features,
+    labels: TaskLabels,
+    train_clips: Sequence[str],
+    val_clips: Sequence[str],
+    settings: TrainSettings,
+    world: World,
+) -> _FoldData:
     if settings.speaker_normalisation:
         standardization = None
         train_stats: Standardizer = speaker_standardization(features, train_clips)
@@ -229,9 +245,14 @@ def _fold_data(
 
 
 def _epochs(
-    model: nn.Module, data: _FoldData, classes: Sequence[str], settings: TrainSettings, device: torch.device,
-    world: World, progress: Callable[[EpochRecord], None] | None,
-) -> tuple[list[EpochRecord], int]:  # fmt: skip
+    model: nn.Module,
+    data: _FoldData,
+    classes: Sequence[str],
+    settings: TrainSettings,
+    device: torch.device,
+    world: World,
+    progress: Callable[[EpochRecord], None] | None,
+) -> tuple[list[EpochRecord], int]:
     """Train epoch after epoch, stopping ``patience`` epochs after the best validation UAR; the model is
     left holding its best state. Returns the history and the best epoch."""
     loader = _train_loader(data.train_set, collate_for(data.kind), settings, world)
@@ -249,14 +270,14 @@ def _epochs(
         train_loss = _train_epoch(training, loader, criterion, optimizer, scaler, device, world)
         scores: tuple[float | None, float | None, float | None] = (None, None, None)
         if data.val_set is not None:  # on rank 0; all ranks then take the same early-stopping decisions
-            val_set = data.val_set
-            scores = from_main(lambda: _validation_scores(model_posteriors(model, val_set, classes, device=device)))
+            scores = from_main(functools.partial(_validation_scores_of, model, data.val_set, classes, device))
         record = EpochRecord(epoch, train_loss, *scores, time.perf_counter() - started)
         history.append(record)
         if progress is not None:
             progress(record)
         if data.val_set is None:
             continue
+        assert record.val_loss is not None  # validated this epoch
         key = (record.val_uar, -record.val_loss)  # ties in UAR, common on few clips, go to the lower loss
         if best_key is None or key > best_key:
             best_key, best_epoch = key, epoch
@@ -307,11 +328,21 @@ def fit(
             _pretrain_dbn(model, DataLoader(data.train_set, 64, collate_fn=collate), settings, device)
         history, best_epoch = _epochs(model, data, labels.classes, settings, device, world, progress)
         trained = Trained(
-            model_name, hyperparameters, features.shapes, model, labels.task, labels.classes, data.standardization, settings,
-            history, best_epoch, transfer=transfer,
-        )  # fmt: skip
+            model_name,
+            hyperparameters,
+            features.shapes,
+            model,
+            labels.task,
+            labels.classes,
+            data.standardization,
+            settings,
+            history,
+            best_epoch,
+            transfer=transfer,
+        )
         if model_name == "avef":
             unmasked = make_dataset(features, labels, train_clips, data.train_stats, spec.needs)
             pooled = model_posteriors(model, unmasked, labels.classes, device=device).clips
+            assert pooled.embeddings is not None  # a segment model's clip predictions carry the pooled embeddings
             fit_clip_svm(trained, pooled.embeddings, pooled.true)
     return trained

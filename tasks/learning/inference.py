@@ -90,15 +90,18 @@ def model_posteriors(
         batch_size,
         collate_fn=collate_segments if segment_level else collate_clips,
     )
-    probabilities, hidden, clip_ids, segments = [], [], [], []
+    batch_probabilities: list[np.ndarray] = []
+    hidden: list[np.ndarray] = []
+    clip_ids: list[str] = []
+    segments: list[int] = []
     for batch in loader:
         output = model(**batch.inputs(device))
-        probabilities.append(torch.softmax(output.logits.float(), dim=-1).cpu().numpy())
+        batch_probabilities.append(torch.softmax(output.logits.float(), dim=-1).cpu().numpy())
         if segment_level:
             hidden.append(output.hidden.float().cpu().numpy())
             segments.extend(batch.segments)
         clip_ids.extend(batch.clip_ids)
-    probabilities = np.concatenate(probabilities).astype(np.float64)
+    probabilities = np.concatenate(batch_probabilities).astype(np.float64)
     classes = tuple(classes)
     if not segment_level:
         return Predictions(
@@ -117,7 +120,7 @@ def model_posteriors(
     _, pooled = average_pool_segments(np.concatenate(hidden), clip_ids)
     if clip_svm is not None:
         clip_posteriors = _svm_posteriors(clip_svm, pooled, len(classes))
-    label_of = dict(zip(clip_ids, dataset.labels))  # every segment carries its clip's label
+    label_of = dict(zip(clip_ids, dataset.labels, strict=True))  # every segment carries its clip's label
     true = np.array([label_of[clip] for clip in clips], dtype=np.int64)
     return Predictions(
         ClipPredictions(tuple(clips), true, clip_posteriors, classes, pooled),

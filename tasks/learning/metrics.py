@@ -125,7 +125,7 @@ def classification_report(
         "uar": unweighted_average_recall(confusion),
         "macro_f1": macro_f1(confusion),
         "classes": list(classes),
-        "classes_absent_from_truth": [name for name, count in zip(classes, support) if count == 0],
+        "classes_absent_from_truth": [name for name, count in zip(classes, support, strict=True) if count == 0],
         "per_class": {
             name: {
                 "support": int(support[i]),

@@ -67,7 +67,7 @@ def _group_clips(speakers_per_clip: Sequence[str], clip_ids: Sequence[str]) -> d
     if repeated:
         raise SplitError(f"clip ids must be unique, repeated: {repeated[:5]}")
     grouped: dict[str, list[str]] = {}
-    for speaker, clip in zip(speakers_per_clip, clip_ids):
+    for speaker, clip in zip(speakers_per_clip, clip_ids, strict=True):
         grouped.setdefault(str(speaker), []).append(str(clip))
     return {speaker: tuple(grouped[speaker]) for speaker in sorted(grouped)}
 
@@ -208,7 +208,7 @@ def fixed_split(
 ) -> Fold:
     """One fold from explicit speaker lists, e.g. a corpus's published split; every speaker in one list."""
     clips_by_speaker = _group_clips(speakers_per_clip, clip_ids)
-    lists = {role: [str(s) for s in speakers] for role, speakers in zip(ROLES, (train, validation, test))}
+    lists = {role: [str(s) for s in speakers] for role, speakers in zip(ROLES, (train, validation, test), strict=True)}
     named = Counter(speaker for speakers in lists.values() for speaker in speakers)
     repeated = sorted(speaker for speaker, count in named.items() if count > 1)
     unknown = sorted(set(named) - set(clips_by_speaker))
@@ -237,5 +237,5 @@ def folds_table(folds: Sequence[Fold]) -> pa.Table:
         for speaker in fold.speakers_in(role)
         for clip in fold.clips_by_speaker[speaker]
     ]
-    columns = list(zip(*rows)) if rows else [(), (), (), ()]
+    columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
     return pa.Table.from_arrays([pa.array(c, pa.string()) for c in columns], schema=FOLDS)

@@ -78,7 +78,7 @@ def speaker_standardization(features: Features, clip_ids: Sequence[str]) -> dict
     emotion in the features. It needs no labels, so a test speaker's statistics come from its own
     clips at prediction time.
     """
-    speaker_of = dict(zip(features.clip_ids, features.speakers))
+    speaker_of = dict(zip(features.clip_ids, features.speakers, strict=True))
     by_speaker: dict[str, list[str]] = {}
     for clip in clip_ids:
         by_speaker.setdefault(speaker_of[clip], []).append(clip)
@@ -93,7 +93,7 @@ def per_clip_standardization(
 ) -> dict[str, Standardization]:
     if isinstance(standardization, Standardization):
         return dict.fromkeys(clip_ids, standardization)
-    speaker_of = dict(zip(features.clip_ids, features.speakers))
+    speaker_of = dict(zip(features.clip_ids, features.speakers, strict=True))
     missing = sorted({speaker_of[c] for c in clip_ids} - set(standardization))
     if missing:
         raise DatasetError(f"no standardisation for speakers {missing}; fit one per speaker of the clips given")

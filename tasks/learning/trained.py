@@ -18,6 +18,7 @@ from avemo.config import TrainParams
 from avemo.errors import AvemoError
 from models.avef import ClipSVM
 from models.registry import InputShapes
+from tasks.learning.features import Task
 from tasks.learning.standardization import (
     Standardization,
 )
@@ -88,7 +89,7 @@ class Trained:
     hyperparameters: dict[str, Any]
     shapes: InputShapes  # the sizes of the features it was built for
     model: nn.Module
-    task: str
+    task: Task
     classes: tuple[str, ...]
     standardization: Standardization | None  # None: per speaker, fitted on the clips predicted
     settings: TrainSettings

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 import avemo
 from avemo.config import PreprocessParams
 from avemo.errors import AvemoError
-from models.registry import MODALITIES, get_spec, models_for
+from models.registry import MODALITIES, InputKind, get_spec, models_for
 from tasks.learning.checkpoints import load_checkpoint, load_trained
 from tasks.learning.trained import Trained, TrainError
 from tasks.probe import MediaInfo, ProbeError, probe
@@ -64,7 +64,7 @@ class Predictor:
         return get_spec(self.model_name).needs
 
     @property
-    def input_kind(self) -> str:
+    def input_kind(self) -> InputKind:
         return get_spec(self.model_name).input_kind
 
 
@@ -142,7 +142,8 @@ def load_predictor(model: Path, device: str = "cpu") -> Predictor:
             if (trained.model_name, trained.task, trained.classes) != (first.model_name, first.task, first.classes):
                 raise PredictError(
                     f"{path} is a {trained.model_name} model of {list(trained.classes)} but {paths[0]} is a "
-                    f"{first.model_name} model of {list(first.classes)}; a model folder must hold one system's checkpoints"
+                    f"{first.model_name} model of {list(first.classes)}; "
+                    "a model folder must hold one system's checkpoints"
                 )
             differing = differing_settings(params, own)
             if differing:
@@ -151,6 +152,7 @@ def load_predictor(model: Path, device: str = "cpu") -> Predictor:
                     f"({', '.join(differing)}); predict with one of them"
                 )
         members.append(trained)
+    assert params is not None  # checkpoint_paths gives at least one checkpoint
     return Predictor(Path(model), tuple(paths), tuple(members), params, trained_with)
 
 

@@ -17,14 +17,14 @@ TIMELINE = {
 
 
 def _probabilities(classes: Sequence[str], values: Sequence[float]) -> dict[str, float]:
-    return {name: round(value, 4) for name, value in zip(classes, values)}
+    return {name: round(value, 4) for name, value in zip(classes, values, strict=True)}
 
 
 def predictions_document(predictor: Predictor, results: Sequence[FilePrediction | FileFailure]) -> dict[str, Any]:
     """The JSON output: the model, then per file its emotion, probabilities and segment timeline
     (times in seconds to the millisecond, probabilities to 4 decimals)."""
     classes = predictor.classes
-    files = []
+    files: list[dict[str, Any]] = []
     for result in results:
         if isinstance(result, FileFailure):
             files.append({"file": str(result.file), "error": {"stage": result.stage, "reason": result.reason}})
@@ -88,7 +88,7 @@ def csv_columns(classes: Sequence[str]) -> list[str]:
 def csv_rows(predictor: Predictor, results: Sequence[FilePrediction | FileFailure]) -> list[dict[str, Any]]:
     """The CSV output: per file a ``clip`` row (0 to its duration), its ``segment`` rows, or an ``error`` row."""
     classes = predictor.classes
-    out = []
+    out: list[dict[str, Any]] = []
     for result in results:
         if isinstance(result, FileFailure):
             out.append({"file": str(result.file), "level": "error", "error": f"{result.stage}: {result.reason}"})
@@ -96,18 +96,28 @@ def csv_rows(predictor: Predictor, results: Sequence[FilePrediction | FileFailur
         faces = [row.face_found for row in result.segments if row.face_found is not None]
         out.append(
             {
-                "file": str(result.file), "level": "clip", "t_begin": 0.0, "t_end": round(result.duration_s, 3),
-                "emotion": result.emotion, **{f"p_{c}": v for c, v in _probabilities(classes, result.probabilities).items()},
-                "face_found": any(faces) if faces else None, "voiced_share": round(result.voiced_share, 4),
+                "file": str(result.file),
+                "level": "clip",
+                "t_begin": 0.0,
+                "t_end": round(result.duration_s, 3),
+                "emotion": result.emotion,
+                **{f"p_{c}": v for c, v in _probabilities(classes, result.probabilities).items()},
+                "face_found": any(faces) if faces else None,
+                "voiced_share": round(result.voiced_share, 4),
             }
-        )  # fmt: skip
+        )
         for row in result.segments:
             out.append(
                 {
-                    "file": str(result.file), "level": "segment", "segment": row.segment,
-                    "t_begin": round(row.t_begin, 3), "t_end": round(row.t_end, 3), "emotion": row.emotion,
+                    "file": str(result.file),
+                    "level": "segment",
+                    "segment": row.segment,
+                    "t_begin": round(row.t_begin, 3),
+                    "t_end": round(row.t_end, 3),
+                    "emotion": row.emotion,
                     **{f"p_{c}": v for c, v in _probabilities(classes, row.probabilities).items()},
-                    "face_found": row.face_found, "voiced_share": round(row.voiced_share, 4),
+                    "face_found": row.face_found,
+                    "voiced_share": round(row.voiced_share, 4),
                 }
-            )  # fmt: skip
+            )
     return out

@@ -51,7 +51,7 @@ def segment_spans(features: Features, clip: ClipFeatures) -> Features:
     clip_id = clip.clip["clip_id"]
     table = clip.segments
     ids = tuple(f"{clip_id}#{s}" for s in table["segment"].to_pylist())
-    bounds = list(zip(table["t_begin"].to_pylist(), table["t_end"].to_pylist()))
+    bounds = list(zip(table["t_begin"].to_pylist(), table["t_end"].to_pylist(), strict=True))
     spectrograms = embeddings = None
     if features.spectrograms is not None:
         times = np.asarray(clip.clip["linear_times"], dtype=np.float64)
@@ -60,14 +60,15 @@ def segment_spans(features: Features, clip: ClipFeatures) -> Features:
         tolerance = 1e-3
         spectrograms = {
             span: frames[(times >= begin - tolerance) & (times < end - tolerance)]
-            for span, (begin, end) in zip(ids, bounds)
+            for span, (begin, end) in zip(ids, bounds, strict=True)
         }
     if features.embeddings is not None:
+        assert clip.frames is not None  # the embeddings were read from the clip's frames
         frame_order = np.asarray(clip.frames["frame_index"].to_pylist())  # the rows of the clip's embeddings
         rows = features.embeddings[clip_id]
         embeddings = {
             span: rows[np.searchsorted(frame_order, np.unique(indices))]
-            for span, indices in zip(ids, table["face_frames"].to_pylist())
+            for span, indices in zip(ids, table["face_frames"].to_pylist(), strict=True)
         }
     speaker = features.speakers[features.clip_ids.index(clip_id)]
     return Features(
@@ -106,6 +107,7 @@ def score_clip(
             order = np.argsort(whole.segments.segments, kind="stable")
             segment_members.append(whole.segments.probabilities[order])
         else:
+            assert spans is not None  # only clip models lack segment posteriors, and they have spans
             span_ids = list(spans.clip_ids)
             scored = trained_posteriors(trained, spans, _unlabelled(trained, span_ids), span_ids, batch_size)
             segment_members.append(scored.clips.probabilities)

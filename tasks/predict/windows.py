@@ -60,10 +60,23 @@ def plan_windows(duration_s: float | None, params: PreprocessParams, window_s: f
 def cut_window(file: Path, window: Window, with_video: bool, folder: Path) -> Path:
     """The window as a file of its own: audio as float PCM, video copied (or losslessly re-encoded)."""
     command = [
-        ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-        "-ss", f"{window.start_s:.6f}", "-t", f"{window.length_s:.6f}", "-i", str(file),
-        "-map", "0:a:0", "-c:a", "pcm_f32le",
-    ]  # fmt: skip
+        ffmpeg_exe(),
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-ss",
+        f"{window.start_s:.6f}",
+        "-t",
+        f"{window.length_s:.6f}",
+        "-i",
+        str(file),
+        "-map",
+        "0:a:0",
+        "-c:a",
+        "pcm_f32le",
+    ]
     if not with_video:
         attempts = [[str(folder / "window.wav")]]
     else:
@@ -145,6 +158,7 @@ def _rows(
                 table["voiced_share"].to_pylist(),
                 no_face,
                 probabilities,
+                strict=True,
             )
         )
     ]
@@ -207,9 +221,16 @@ def predict_file(
             folder.mkdir()
             media = file if window.length_s is None else cut_window(file, window, with_video, folder)
             source = ClipSource(
-                clip_id=file.stem, path=str(file), file=media, sha256=sha256, corpus="predict", speaker=file.stem,
-                label="", corpus_label="", info=info if media == file else probe(media),
-            )  # fmt: skip
+                clip_id=file.stem,
+                path=str(file),
+                file=media,
+                sha256=sha256,
+                corpus="predict",
+                speaker=file.stem,
+                label="",
+                corpus_label="",
+                info=info if media == file else probe(media),
+            )
             outcome = _predict_window(predictor, source, window, len(rows), with_video, batch_size, folder)
             if isinstance(outcome, StageFailure):
                 # one window without speech, or a tail past the audio's end, does not fail a long file

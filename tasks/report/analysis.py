@@ -100,7 +100,7 @@ def load_evaluation(eval_dir: Path, system: str) -> SystemEvaluation:
         json.loads((eval_dir / "metrics.json").read_text()),
         json.loads((eval_dir / "report.json").read_text()),
         curve,
-        dict(zip(predictions["clip_id"].to_pylist(), predictions["predicted"].to_pylist())),
+        dict(zip(predictions["clip_id"].to_pylist(), predictions["predicted"].to_pylist(), strict=True)),
     )
 
 
@@ -138,18 +138,23 @@ def clip_model_outputs(model: nn.Module, dataset, batch_size: int = 32) -> ClipA
     device = next(model.parameters()).device
     encoder = next((m for m in model.modules() if isinstance(m, AudioEncoder)), None)
     clip_ids: list[str] = []
-    embeddings, frames, audio, video, mu = [], [], [], [], []
+    embeddings: list[np.ndarray] = []
+    frames: list[int] = []
+    audio: list[np.ndarray] = []
+    video: list[np.ndarray] = []
+    mu: list[np.ndarray] = []
     for batch in DataLoader(dataset, batch_size, collate_fn=collate_clips):
         out = model(**batch.inputs(device))
         clip_ids.extend(batch.clip_ids)
         embeddings.append(out.embedding.float().cpu().numpy())
         if out.audio_weights is not None:
             frames.extend(batch.audio_lengths.tolist())
+            assert encoder is not None  # audio weights are over an AudioEncoder's steps
             steps = encoder.output_lengths(batch.audio_lengths).tolist()
-            audio.extend(w[:n].double().numpy() for w, n in zip(out.audio_weights.float().cpu(), steps))
+            audio.extend(w[:n].double().numpy() for w, n in zip(out.audio_weights.float().cpu(), steps, strict=True))
         if out.video_weights is not None:
             lengths = batch.video_lengths.tolist()
-            video.extend(w[:n].double().numpy() for w, n in zip(out.video_weights.float().cpu(), lengths))
+            video.extend(w[:n].double().numpy() for w, n in zip(out.video_weights.float().cpu(), lengths, strict=True))
         if out.mu is not None:
             mu.append(out.mu.float().cpu().numpy())
     return ClipAnalysis(
@@ -247,7 +252,9 @@ def analyse_system(
             clips = subset(labels.labelled(features.clip_ids), settings.tsne_max_clips, settings.seed)
             embedded = analyse_clips(trained, features, labels, clips)
             roles = tuple(role_of.get(c, "unused") for c in embedded.clip_ids)
-    return SystemAnalysis(system, concat_analyses(parts), names[0], embedded, roles)
+    analysis = concat_analyses(parts)
+    assert embedded is not None  # set on the first fold
+    return SystemAnalysis(system, analysis, names[0], embedded, roles)
 
 
 # --- figure data -------------------------------------------------------------------------------------
@@ -261,14 +268,16 @@ class ClassMean:
     n: int
 
 
-def mean_by_class(values: Sequence[float], labels: Sequence[str], classes: Sequence[str]) -> list[ClassMean]:
+def mean_by_class(
+    values: Sequence[float] | np.ndarray, labels: Sequence[str], classes: Sequence[str]
+) -> list[ClassMean]:
     """Mean and standard deviation of ``values`` over the clips of each class (am-fbp Fig. 7)."""
-    values, labels = np.asarray(values, np.float64), np.asarray(labels, dtype=object)
-    if len(values) != len(labels):
-        raise ReportError(f"{len(values)} values for {len(labels)} labels")
+    value_array, label_array = np.asarray(values, np.float64), np.asarray(labels, dtype=object)
+    if len(value_array) != len(label_array):
+        raise ReportError(f"{len(value_array)} values for {len(label_array)} labels")
     out = []
     for name in classes:
-        picked = values[labels == name]
+        picked = value_array[label_array == name]
         if len(picked):
             out.append(ClassMean(name, float(picked.mean()), float(picked.std()), len(picked)))
         else:
@@ -369,7 +378,7 @@ def load_example_data(features_dir: Path, features: Features, clip_ids: Sequence
     )
     times = {
         c: np.asarray(t, np.float64)
-        for c, t in zip(clips["clip_id"].to_pylist(), clips["linear_times"].to_pylist())
+        for c, t in zip(clips["clip_id"].to_pylist(), clips["linear_times"].to_pylist(), strict=True)
         if c in wanted
     }
     frames = read_table(
@@ -378,6 +387,8 @@ def load_example_data(features_dir: Path, features: Features, clip_ids: Sequence
     frames = frames.filter(pc.is_in(frames["clip_id"], value_set=pa.array(sorted(wanted), pa.string())))
     frames = frames.sort_by([("clip_id", "ascending"), ("frame_index", "ascending")])
     video_times: dict[str, list[float]] = {}
-    for clip, t in zip(frames["clip_id"].to_pylist(), frames["t"].to_pylist()):
+    for clip, t in zip(frames["clip_id"].to_pylist(), frames["t"].to_pylist(), strict=True):
         video_times.setdefault(clip, []).append(t)
-    return {c: (features.spectrograms[c], times[c], np.asarray(video_times.get(c, []), np.float64)) for c in clip_ids}
+    spectrograms = features.spectrograms
+    assert spectrograms is not None  # the caller loads the features with audio
+    return {c: (spectrograms[c], times[c], np.asarray(video_times.get(c, []), np.float64)) for c in clip_ids}

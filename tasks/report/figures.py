@@ -47,7 +47,7 @@ def _grid(n: int, ncols: int = 4, size: tuple[float, float] = (3.4, 3.0)) -> tup
 def draw_confusions(evaluations: Sequence[SystemEvaluation]) -> Figure:
     """One pooled confusion matrix per system, rows true, columns predicted, counts in the cells."""
     figure, axes = _grid(len(evaluations))
-    for ax, ev in zip(axes, evaluations):
+    for ax, ev in zip(axes, evaluations, strict=False):  # the grid may hold more axes than systems
         matrix = np.asarray(ev.report["pooled"]["confusion_matrix"], np.float64)
         share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
@@ -77,8 +77,15 @@ def draw_recall(evaluations: Sequence[SystemEvaluation], classes: Sequence[str])
     ax = figure.subplots()
     image = ax.imshow(recall, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (i, j), value in np.ndenumerate(recall):
-        ax.text(j, i, "–" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8,
-                color="black" if value > 0.6 else "white")  # fmt: skip
+        ax.text(
+            j,
+            i,
+            "–" if np.isnan(value) else f"{value:.2f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="black" if value > 0.6 else "white",
+        )
     ax.set_xticks(range(len(classes)), classes, fontsize=8)
     ax.set_yticks(range(len(evaluations)), [ev.system for ev in evaluations], fontsize=8)
     ax.set_title("Per-class recall (pooled over folds)", fontsize=10)
@@ -90,7 +97,7 @@ def draw_learning_curves(evaluations: Sequence[SystemEvaluation], quantity: str)
     """Per system, one line per fold (and seed) of ``quantity`` per epoch: ``val_uar`` or ``loss``
     (training loss dashed, validation loss solid)."""
     figure, axes = _grid(len(evaluations))
-    for ax, ev in zip(axes, evaluations):
+    for ax, ev in zip(axes, evaluations, strict=False):  # the grid may hold more axes than systems
         runs: dict[str, list[dict[str, Any]]] = {}
         for row in ev.learning_curve:
             runs.setdefault(f"{row['fold']} s{int(row['seed'])}", []).append(row)
@@ -197,14 +204,19 @@ def draw_tsne(maps: Sequence[TsneMap], classes: Sequence[str]) -> Figure:
     """am-fbp Fig. 9: one t-SNE map per system, colour = true emotion, filled = the fold's test speakers."""
     figure, axes = _grid(len(maps))
     colour = {c: f"C{i % 10}" for i, c in enumerate(classes)}
-    for ax, tsne_map in zip(axes, maps):
+    for ax, tsne_map in zip(axes, maps, strict=False):  # the grid may hold more axes than maps
         labels, roles = np.asarray(tsne_map.labels, object), np.asarray(tsne_map.roles, object)
         for name in classes:
             for tested in (False, True):
                 picked = (labels == name) & ((roles == "test") == tested)
                 if picked.any():
-                    ax.scatter(*tsne_map.coordinates[picked].T, s=22, edgecolors=colour[name], linewidths=1.2,
-                               facecolors=colour[name] if tested else "none")  # fmt: skip
+                    ax.scatter(
+                        *tsne_map.coordinates[picked].T,
+                        s=22,
+                        edgecolors=colour[name],
+                        linewidths=1.2,
+                        facecolors=colour[name] if tested else "none",
+                    )
         ax.set_title(f"{tsne_map.system} (model of {tsne_map.fold})", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -58,12 +58,25 @@ def _metrics_section(evaluations: Sequence[SystemEvaluation]) -> Section:
         "<p>Pooled over every fold's test clips (each clip scored once, by the model that never saw its "
         "speaker); UAR = unweighted average recall, the papers' score.</p>"
     )
-    section.parts.append(html_table(
-        ["system", "task", "clips", "UAR", "accuracy", "macro-F1", "fold UAR mean", "fold UAR std"],
-        [(ev.system, ev.metrics["task"], ev.metrics["clips"], ev.metrics["uar"], ev.metrics["accuracy"],
-          ev.metrics["macro_f1"], ev.metrics["fold_uar_mean"], ev.metrics["fold_uar_std"]) for ev in evaluations],
-        numeric_from=2,
-    ))  # fmt: skip
+    section.parts.append(
+        html_table(
+            ["system", "task", "clips", "UAR", "accuracy", "macro-F1", "fold UAR mean", "fold UAR std"],
+            [
+                (
+                    ev.system,
+                    ev.metrics["task"],
+                    ev.metrics["clips"],
+                    ev.metrics["uar"],
+                    ev.metrics["accuracy"],
+                    ev.metrics["macro_f1"],
+                    ev.metrics["fold_uar_mean"],
+                    ev.metrics["fold_uar_std"],
+                )
+                for ev in evaluations
+            ],
+            numeric_from=2,
+        )
+    )
     rows = [
         (ev.system, fold, r["n_clips"], r["uar"], r["accuracy"], r["macro_f1"])
         for ev in evaluations
@@ -84,11 +97,13 @@ def _classes_section(evaluations: Sequence[SystemEvaluation], classes: list[str]
         )
     )
     support = evaluations[0].report["pooled"]["per_class"]
-    section.parts.append(html_table(
-        ["system", *classes],
-        [(ev.system, *[float(ev.metrics["recall"].get(c, math.nan)) for c in classes]) for ev in evaluations]
-        + [("clips (support)", *[support.get(c, {}).get("support", 0) for c in classes])],
-    ))  # fmt: skip
+    section.parts.append(
+        html_table(
+            ["system", *classes],
+            [(ev.system, *[float(ev.metrics["recall"].get(c, math.nan)) for c in classes]) for ev in evaluations]
+            + [("clips (support)", *[support.get(c, {}).get("support", 0) for c in classes])],
+        )
+    )
     section.parts.append(_figure("recall", "Per-class recall, pooled over folds.", draw_recall(evaluations, classes)))
     return section
 
@@ -134,6 +149,7 @@ def _attention_curve(
     audio_times = audio_weights = None
     if test.audio_weights is not None:
         audio_weights = test.audio_weights[row]
+        assert test.audio_frames is not None  # recorded with the audio weights
         audio_times = audio_step_times(len(audio_weights), int(test.audio_frames[row]), frame_times)
     if test.video_weights is None:
         return AttentionCurve(system, predicted, audio_times, audio_weights, None, None)
@@ -197,22 +213,31 @@ def _audio_factor_section(
         "the audio modality in the fused vector, averaged over each emotion's test clips. Above 0.5 the "
         "clip leans on its voice, below on its face.</p>"
     )
-    adaptive = {s: a for s, a in analyses.items() if a.test.mu is not None}
+    mu_of = {s: a.test.mu for s, a in analyses.items() if a.test.mu is not None}
     section.parts += _skipped_note(
         "audio-factor figure",
-        {s: "no adaptive factor (only AG-FBP and AM-FBP compute mu)" for s in analyses if s not in adaptive},
+        {s: "no adaptive factor (only AG-FBP and AM-FBP compute mu)" for s in analyses if s not in mu_of},
     )
-    if not adaptive:
+    if not mu_of:
         section.parts.append(
             Note("None of the reported systems has an adaptive factor; add agfbp or amfbp to see this figure.")
         )
         return section
-    means = {s: mean_by_class(a.test.mu, [label_of[c] for c in a.test.clip_ids], classes) for s, a in adaptive.items()}
-    section.parts.append(html_table(
-        ["emotion", *[f"{s} mean μ" for s in means], *[f"{s} std" for s in means], "clips"],
-        [(c, *[means[s][i].mean for s in means], *[means[s][i].std for s in means], next(iter(means.values()))[i].n)
-         for i, c in enumerate(classes)],
-    ))  # fmt: skip
+    means = {s: mean_by_class(mu, [label_of[c] for c in analyses[s].test.clip_ids], classes) for s, mu in mu_of.items()}
+    section.parts.append(
+        html_table(
+            ["emotion", *[f"{s} mean μ" for s in means], *[f"{s} std" for s in means], "clips"],
+            [
+                (
+                    c,
+                    *[means[s][i].mean for s in means],
+                    *[means[s][i].std for s in means],
+                    next(iter(means.values()))[i].n,
+                )
+                for i, c in enumerate(classes)
+            ],
+        )
+    )
     section.parts.append(
         _figure(
             "audio_factor",
@@ -243,19 +268,29 @@ def _tsne_section(
             skipped[system] = f"fewer clips than the {MIN_TSNE_CLIPS} t-SNE needs"
             continue
         coordinates = tsne_coordinates(embedded.embeddings, settings.tsne_perplexity, settings.seed)
-        maps.append(TsneMap(system, analysis.embedding_fold, coordinates, tuple(label_of[c] for c in embedded.clip_ids),
-                            analysis.roles, fitted_perplexity(settings.tsne_perplexity, len(coordinates))))  # fmt: skip
+        maps.append(
+            TsneMap(
+                system,
+                analysis.embedding_fold,
+                coordinates,
+                tuple(label_of[c] for c in embedded.clip_ids),
+                analysis.roles,
+                fitted_perplexity(settings.tsne_perplexity, len(coordinates)),
+            )
+        )
     section.parts += _skipped_note("t-SNE figure", skipped)
     if maps:
         counts = sorted({len(m.labels) for m in maps})
         perplexities = sorted({round(m.perplexity, 2) for m in maps})
-        section.parts.append(_figure(
-            "tsne",
-            f"t-SNE of {', '.join(map(str, counts))} clip embeddings per system, perplexity "
-            f"{', '.join(map(str, perplexities))} (asked {settings.tsne_perplexity:g}; "
-            "lowered to (clips − 1) / 3 for few clips).",
-            draw_tsne(maps, classes),
-        ))  # fmt: skip
+        section.parts.append(
+            _figure(
+                "tsne",
+                f"t-SNE of {', '.join(map(str, counts))} clip embeddings per system, perplexity "
+                f"{', '.join(map(str, perplexities))} (asked {settings.tsne_perplexity:g}; "
+                "lowered to (clips − 1) / 3 for few clips).",
+                draw_tsne(maps, classes),
+            )
+        )
     return section
 
 

@@ -1,4 +1,5 @@
-"""A sample clip's face: the bundled astronaut photo, warped into the emotion's expression, moving its head and mouth frame by frame."""
+"""A sample clip's face: the bundled astronaut photo, warped into the emotion's expression, moving its head and
+mouth frame by frame."""
 
 from __future__ import annotations
 

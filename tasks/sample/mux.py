@@ -69,6 +69,7 @@ def mux_clip(path: Path, frames: np.ndarray, audio: np.ndarray, sample_rate: int
         raise
     finally:
         os.close(audio_read)
+    assert process.stdin is not None and process.stderr is not None  # both opened as pipes above
 
     def feed_audio() -> None:
         try:

@@ -1,4 +1,5 @@
-"""Source-filter "speech" of a sample clip: a syllable plan with pauses, an f0 contour, three formants, and the mouth opening that follows it."""
+"""Source-filter "speech" of a sample clip: a syllable plan with pauses, an f0 contour, three formants, and the
+mouth opening that follows it."""
 
 from __future__ import annotations
 

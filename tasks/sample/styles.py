@@ -1,4 +1,5 @@
-"""What carries a sample clip's label and speaker: per-emotion prosody and expression, per-speaker look, and the seeded generator of each clip."""
+"""What carries a sample clip's label and speaker: per-emotion prosody and expression, per-speaker look, and the
+seeded generator of each clip."""
 
 from __future__ import annotations
 
@@ -72,6 +73,12 @@ class SpeakerLook:
     tint: tuple[float, float, float]  # RGB gains
 
 
+def _rgb(gains: np.ndarray) -> tuple[float, float, float]:
+    """Three drawn gains as an RGB triple of plain floats."""
+    red, green, blue = (float(g) for g in gains)
+    return red, green, blue
+
+
 def speaker_look(speaker: int, seed: int) -> SpeakerLook:
     """Draw a speaker's voice and appearance; even ids are female-like, odd ones male-like."""
     rng = np.random.default_rng([seed, speaker])
@@ -81,7 +88,7 @@ def speaker_look(speaker: int, seed: int) -> SpeakerLook:
         formant_scale=1.15 if female else 1.0,
         mirror=bool(rng.integers(2)),
         zoom=float(rng.uniform(0.85, 1.15)),
-        tint=tuple(float(g) for g in rng.uniform(0.75, 1.25, size=3)),
+        tint=_rgb(rng.uniform(0.75, 1.25, size=3)),
     )
 
 

@@ -85,7 +85,7 @@ def _fer_input(crops: np.ndarray) -> torch.Tensor:
 def _fer_latent_dim(io_list: list[list[int]], kernels: list[int], paddings: list[int]) -> int:
     """Flattened size after the conv + 2x2 max-pool stages for a 48 x 48 input (as inference.py)."""
     side = FER_INPUT
-    for kernel, padding in zip(kernels, paddings):
+    for kernel, padding in zip(kernels, paddings, strict=True):
         side = (side + 2 * padding - kernel + 1) // 2
     return side * side * io_list[-1][1]
 

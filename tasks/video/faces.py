@@ -46,8 +46,11 @@ FULL_DETECT_EVERY_S = 2.0  # seconds between full detections, which find new and
 
 
 class Segment(Protocol):
-    t_begin: float
-    t_end: float
+    # read-only, so frozen dataclasses match too
+    @property
+    def t_begin(self) -> float: ...
+    @property
+    def t_end(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,12 @@ def _no_face(frame_index: int, width: int, height: int, detected: bool) -> FaceT
     )
 
 
+def _box(values: Iterable[float]) -> tuple[float, float, float, float]:
+    """x1, y1, x2, y2 as plain floats."""
+    x1, y1, x2, y2 = (float(v) for v in values)
+    return x1, y1, x2, y2
+
+
 def interpolate_track(before: FaceTrack, after: FaceTrack, frame_index: int) -> FaceTrack:
     """Box, landmarks and probability at ``frame_index`` on the straight line between two face tracks."""
     if before.no_face or after.no_face:
@@ -145,7 +154,7 @@ def interpolate_track(before: FaceTrack, after: FaceTrack, frame_index: int) -> 
     box = (1.0 - w) * np.asarray(before.box) + w * np.asarray(after.box)
     return FaceTrack(
         frame_index=frame_index,
-        box=tuple(float(v) for v in box),
+        box=_box(box),
         probability=float((1.0 - w) * before.probability + w * after.probability),
         landmarks=((1.0 - w) * before.landmarks + w * after.landmarks).astype(np.float32),
         no_face=False,
@@ -189,13 +198,13 @@ class FaceDetector(MTCNNCascade):
         order = sorted(frames)
         found = self.find_faces([frames[i] for i in order], params.min_probability, params.min_face_share)
         tracks = {}
-        for index, faces in zip(order, found):
+        for index, faces in zip(order, found, strict=True):
             tracks[index] = _speaker_track(index, faces, previous_box, frames[index].shape, multiple_faces=False)
             previous_box = None if tracks[index].no_face else tracks[index].box
         with_face = [i for i in order if not tracks[i].no_face]
         near = [tracks[i].box for i in with_face]
         refound = self.find_faces([frames[i] for i in with_face], params.min_probability, params.min_face_share, near)
-        for index, box, faces in zip(with_face, near, refound):
+        for index, box, faces in zip(with_face, near, refound, strict=True):
             if len(faces[0]):
                 several = tracks[index].multiple_faces
                 tracks[index] = _speaker_track(index, faces, box, frames[index].shape, multiple_faces=several)
@@ -215,7 +224,7 @@ class FaceDetector(MTCNNCascade):
         found = self.find_faces(images, params.min_probability, params.min_face_share, near=[near_box] * len(order))
         return {
             index: _speaker_track(index, faces, near_box, image.shape, multiple_faces)
-            for index, image, faces in zip(order, images, found)
+            for index, image, faces in zip(order, images, found, strict=True)
         }
 
 
@@ -229,7 +238,7 @@ def _speaker_track(
     chosen = choose_speaker(boxes, probs, previous_box)
     return FaceTrack(
         frame_index=frame_index,
-        box=tuple(float(v) for v in boxes[chosen]),
+        box=_box(boxes[chosen]),
         probability=float(probs[chosen]),
         landmarks=points[chosen].astype(np.float32),
         no_face=False,
@@ -282,7 +291,8 @@ def detect_clip_faces(
     if not info.has_video or not info.video_fps or not info.duration_s:
         raise FaceError(f"{path.name}: no video stream with a known rate and duration; faces need one")
     width, height, fps = info.video_width, info.video_height, info.video_fps
-    n_frames = max(1, int(round(info.duration_s * fps)))
+    assert width is not None and height is not None  # has_video; probe reads both from one size
+    n_frames = max(1, round(info.duration_s * fps))
     segment_frames = [
         segment_frame_indices(s.t_begin, s.t_end, fps, n_frames, params.frames_per_segment) for s in segments
     ]

@@ -263,7 +263,9 @@ class MTCNNCascade:
         image_inds, reg, points = image_inds[passed], reg[passed], points[passed]
         box_w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
         box_h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
-        points = torch.stack((box_w * points[:, :5] + boxes[:, :1] - 1, box_h * points[:, 5:] + boxes[:, 1:2] - 1), dim=2)
+        points = torch.stack(
+            (box_w * points[:, :5] + boxes[:, :1] - 1, box_h * points[:, 5:] + boxes[:, 1:2] - 1), dim=2
+        )
         boxes = bbreg(boxes, reg)
         pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
         return boxes[pick].cpu().numpy(), image_inds[pick].cpu().numpy(), points[pick].cpu().numpy()
@@ -290,7 +292,8 @@ class MTCNNCascade:
         net = self._mtcnn
         min_face_size = pyramid_min_face_size(min_face_share, short_side, net.min_face_size, net.factor)
         whole = pyramid_scales(min_face_size, short_side, net.factor)
-        scales, regions = [], []
+        scales: list[list[float]] = []
+        regions: list[tuple[float, float, float, float] | None] = []
         for box in near or [None] * len(frames):
             if box is None:
                 scales.append(whole)

@@ -23,7 +23,7 @@ def compute_faces(
     file: Path, info: MediaInfo, segments: pa.Table, params: PreprocessParams, detector: FaceDetector
 ) -> Tables:
     """Per-frame face tracks and crops of the frames the kept segments need, and each segment's frames."""
-    spans = [_Span(b, e) for b, e in zip(segments["t_begin"].to_pylist(), segments["t_end"].to_pylist())]
+    spans = [_Span(b, e) for b, e in zip(segments["t_begin"].to_pylist(), segments["t_end"].to_pylist(), strict=True)]
     try:
         faces = detect_clip_faces(file, info, spans, detector, params.faces)
     except (FaceError, DemuxError) as err:
@@ -31,15 +31,20 @@ def compute_faces(
     order = sorted(faces.tracks)
     tracks = [faces.tracks[i] for i in order]
     fps = info.video_fps
+    assert fps is not None  # detect_clip_faces refuses a video without a rate
     found = [not t.no_face for t in tracks]
     frames = pa.table(
         {
             "frame_index": pa.array(order, pa.int32()),
             "t": pa.array([i / fps for i in order], pa.float64()),
-            "box": pa.array([list(t.box) if f else None for t, f in zip(tracks, found)], pa.list_(pa.float32(), 4)),
-            "probability": pa.array([t.probability if f else None for t, f in zip(tracks, found)], pa.float32()),
+            "box": pa.array(
+                [list(t.box) if f else None for t, f in zip(tracks, found, strict=True)], pa.list_(pa.float32(), 4)
+            ),
+            "probability": pa.array(
+                [t.probability if f else None for t, f in zip(tracks, found, strict=True)], pa.float32()
+            ),
             "landmarks": pa.array(
-                [t.landmarks.reshape(-1).tolist() if f else None for t, f in zip(tracks, found)],
+                [t.landmarks.reshape(-1).tolist() if f else None for t, f in zip(tracks, found, strict=True)],
                 pa.list_(pa.float32(), 10),
             ),
             "detected": pa.array([t.detected for t in tracks], pa.bool_()),

@@ -37,12 +37,28 @@ def manifest(tmp_path_factory) -> Path:
     clips = write_sample_corpus(corpus, [1001], ["ANG", "SAD"], seed=0, sentences=("DFA",))
     subprocess.run(
         [
-            ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(clips[0]),
-            "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-map", "0:v", "-map", "1:a", "-shortest",
-            "-c:v", "copy", str(corpus / "1002_DFA_NEU_XX.mp4"),
+            ffmpeg_exe(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(clips[0]),
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=16000:cl=mono",
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-shortest",
+            "-c:v",
+            "copy",
+            str(corpus / "1002_DFA_NEU_XX.mp4"),
         ],
         check=True,
-    )  # fmt: skip
+    )
     (corpus / "1002_IEO_NEU_XX.mp4").write_bytes(clips[1].read_bytes()[:2000])
     rows, _ = build_manifest(corpus, "cremad", workers=2)
     path = root / "manifest.parquet"
@@ -104,10 +120,14 @@ def test_worker_check_names_every_difference_from_this_machine(tmp_path: Path) -
     marker = tmp_path / ".dask-check"
     marker.write_text("a token the driver did not write")
     problems = worker_problems(
-        str(tmp_path / "missing.mp4"), str(marker), "the driver's token", "other code",
-        "http://127.0.0.1:9/api", torch.get_num_threads() + 1,
-    )  # fmt: skip
+        str(tmp_path / "missing.mp4"),
+        str(marker),
+        "the driver's token",
+        "other code",
+        "http://127.0.0.1:9/api",
+        torch.get_num_threads() + 1,
+    )
     expected = ["torch and", "cannot see the clip", "another cache folder", "other avemo stage code", "Prefect API"]
     assert len(problems) == len(expected)
-    for problem, words in zip(problems, expected):
+    for problem, words in zip(problems, expected, strict=True):
         assert words in problem

@@ -38,7 +38,16 @@ def pipeline(prefect_harness, tmp_path_factory) -> Path:
     corpus.mkdir()
     for video in videos:
         subprocess.run(
-            [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(video), "-vn", str(corpus / f"{video.stem}.wav")],
+            [
+                ffmpeg_exe(),
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-i",
+                str(video),
+                "-vn",
+                str(corpus / f"{video.stem}.wav"),
+            ],
             check=True,
         )
     rows, _ = build_manifest(corpus, "cremad", workers=2)
@@ -94,7 +103,9 @@ def test_a_tampered_feature_value_is_caught_by_recomputation(pipeline: Path, tmp
     values[target * width + 100] += 0.5
     storage = pa.FixedSizeListArray.from_arrays(pa.array(values, pa.float32()), width)
     tampered = original.set_column(
-        original.schema.get_field_index("log_mel"), original.schema.field("log_mel"), pa.ExtensionArray.from_storage(log_mel.type, storage)
+        original.schema.get_field_index("log_mel"),
+        original.schema.field("log_mel"),
+        pa.ExtensionArray.from_storage(log_mel.type, storage),
     )
     footer = {k: v for k, v in pq.ParquetFile(_segments(pipeline)).metadata.metadata.items() if k != b"ARROW:schema"}
     copy = tmp_path / "segments.parquet"

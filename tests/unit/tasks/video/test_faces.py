@@ -74,7 +74,7 @@ def test_paper_example_drops_two_first_and_two_last() -> None:
 
 def test_twelve_frames_repeat_first_and_last_twice() -> None:
     indices = segment_frame_indices(0.0, 11 / 25, 25.0, 1000, AVEF_FRAMES)
-    assert indices == [0, 0, 0] + list(range(1, 11)) + [11, 11, 11]
+    assert indices == [0, 0, 0, *list(range(1, 11)), 11, 11, 11]
 
 
 def test_sixteen_frames_are_kept_as_they_are() -> None:
@@ -90,7 +90,7 @@ def test_one_frame_gives_sixteen_copies() -> None:
 
 
 def test_frames_past_the_video_end_are_clamped_to_its_last_frame() -> None:
-    assert segment_frame_indices(0.0, 0.655, 30.0, 10, AVEF_FRAMES) == [0, 0, 0] + list(range(10)) + [9, 9, 9]
+    assert segment_frame_indices(0.0, 0.655, 30.0, 10, AVEF_FRAMES) == [0, 0, 0, *list(range(10)), 9, 9, 9]
 
 
 def test_a_segment_ending_before_it_begins_is_refused() -> None:
@@ -285,9 +285,7 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     subprocess.run(command, input=b"".join(f.tobytes() for f in frames), check=True)
 
 
-def test_clip_interpolates_a_moving_face_and_redetects_after_a_cut(
-    tmp_path: Path, detector: FaceDetector
-) -> None:
+def test_clip_interpolates_a_moving_face_and_redetects_after_a_cut(tmp_path: Path, detector: FaceDetector) -> None:
     face = astronaut_face(200)
     frames = []
     for index in range(32):

@@ -20,9 +20,23 @@ def _ffmpeg(*args: str) -> None:
 def test_stereo_48k_tone_becomes_mono_16k(tmp_path: Path) -> None:
     path = tmp_path / "tone.wav"
     # left 440 Hz, right silent: the mono mix is the tone at half amplitude
-    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1.5", "-f", "lavfi",
-            "-i", "anullsrc=r=48000:cl=mono", "-filter_complex", "[0:a][1:a]amerge=inputs=2[a]",
-            "-map", "[a]", "-t", "1.5", str(tmp_path / "tone.wav"))  # fmt: skip
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000:duration=1.5",
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=48000:cl=mono",
+        "-filter_complex",
+        "[0:a][1:a]amerge=inputs=2[a]",
+        "-map",
+        "[a]",
+        "-t",
+        "1.5",
+        str(tmp_path / "tone.wav"),
+    )
     assert probe(path).audio_channels == 2
     audio = load_audio(path, 16000)
     assert audio.dtype == np.float32 and audio.size == pytest.approx(24000, abs=16)

@@ -63,7 +63,7 @@ def _clip_items(rng: np.random.Generator, audio_frames: list[int], video_frames:
     """(spectrogram, face embeddings, label, clip id) items, as ClipDataset gives them."""
     return [
         (rng.normal(size=(t, 200)).astype(np.float32), rng.normal(size=(v, 64)).astype(np.float32), 0, f"clip{i}")
-        for i, (t, v) in enumerate(zip(audio_frames, video_frames))
+        for i, (t, v) in enumerate(zip(audio_frames, video_frames, strict=True))
     ]
 
 
@@ -109,7 +109,10 @@ def test_spectrogram_grid_leaves_dropped_silence_blank_and_audio_steps_stay_in_t
     spectrogram = np.random.default_rng(0).normal(size=(len(times), 200))
     image, start, hop = spectrogram_on_time_grid(spectrogram, times)
     assert image.shape[0] == 200 and hop == pytest.approx(0.01)
-    column = lambda t: int(round((t - start) / hop - 0.5))  # noqa: E731
+
+    def column(t: float) -> int:
+        return round((t - start) / hop - 0.5)
+
     assert np.isnan(image[:, column(0.75)]).all()
     np.testing.assert_allclose(image[:, column(1.2)], spectrogram[np.argmin(abs(times - 1.2))].astype(np.float32))
     steps = audio_step_times(5, len(times), times)
@@ -131,10 +134,17 @@ def test_example_clips_are_one_per_class_in_turn_and_fixed_by_the_seed() -> None
 def evaluated(sample_features: Path, tmp_path_factory) -> Path:
     """Tiny G-FBP and AG-FBP trained for 2 epochs per fold and evaluated; a params.yaml pointing at them."""
     root = tmp_path_factory.mktemp("report_run")
-    params = TrainParams(features_dir=sample_features, out_dir=root / "models", epochs=2, patience=2, batch_size=8, systems=SYSTEMS)
+    params = TrainParams(
+        features_dir=sample_features, out_dir=root / "models", epochs=2, patience=2, batch_size=8, systems=SYSTEMS
+    )
     for system in SYSTEMS:
         run_train(system, params, SMALL, root / "models" / system)
-        evaluate_flow(system=system, model_dir=root / "models" / system, features_dir=sample_features, out_dir=root / "eval" / system)
+        evaluate_flow(
+            system=system,
+            model_dir=root / "models" / system,
+            features_dir=sample_features,
+            out_dir=root / "eval" / system,
+        )
     document = {
         "train": {"features_dir": str(sample_features), "out_dir": str(root / "models"), "systems": SYSTEMS},
         "evaluate": {"out_dir": str(root / "eval")},
@@ -157,7 +167,16 @@ def test_report_holds_every_figure_as_embedded_png_with_copies_beside_it(report_
     page = (report_dir / "report.html").read_text()
     figures = sorted(p.stem for p in (report_dir / "figures").glob("*.png"))
     assert figures == sorted(
-        ["confusion", "recall", "learning_curves_uar", "learning_curves_loss", "attention_1", "attention_2", "audio_factor", "tsne"]
+        [
+            "confusion",
+            "recall",
+            "learning_curves_uar",
+            "learning_curves_loss",
+            "attention_1",
+            "attention_2",
+            "audio_factor",
+            "tsne",
+        ]
     )
     sources = re.findall(r'<img src="([^"]*)"', page)
     assert len(sources) == len(figures) and all(s.startswith("data:image/png;base64,") for s in sources)
@@ -187,11 +206,19 @@ def _chromium() -> Path:
 
 def _headless(chromium: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
     command = [
-        str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        str(chromium),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
         "--host-resolver-rules=MAP * ~NOTFOUND",  # no name resolves: a page needing the network shows it
-        f"--user-data-dir={profile}", *args,
-    ]  # fmt: skip
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=180)
 
 
@@ -227,7 +254,13 @@ def test_report_renders_with_its_figures_in_headless_chromium(report_dir: Path, 
     assert all(int(w) >= 300 for w in marks["widths"].split(",")), marks
 
     shot = tmp_path / "shot.png"
-    shown = _headless(chromium, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,2400", (report_dir / "report.html").as_uri())
+    shown = _headless(
+        chromium,
+        tmp_path / "profile-shot",
+        f"--screenshot={shot}",
+        "--window-size=1280,2400",
+        (report_dir / "report.html").as_uri(),
+    )
     assert shown.returncode == 0 and shot.exists(), shown.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
     assert pixels.shape[:2] == (2400, 1280)

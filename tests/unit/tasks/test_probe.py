@@ -9,11 +9,12 @@ import pytest
 
 from tasks.probe import ProbeError, parse_ffmpeg_banner, probe, sha256_file
 
+# ffmpeg's own lines, as it prints them (one stream per line, however long)
 BANNER = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'x.mp4':
   Duration: 00:01:02.50, start: 0.000000, bitrate: 864 kb/s
   Stream #0:0[0x1](und): Video: h264 (avc1 / 0x31637661), yuv420p(progressive), 700x700, 628 kb/s, 22.13 fps, 30 tbr, 15360 tbn (default)
   Stream #0:1[0x2](und): Audio: aac (LC) (mp4a / 0x6134706D), 44100 Hz, stereo, fltp, 231 kb/s (default)
-"""
+"""  # noqa: E501
 
 
 def test_parses_duration_and_streams() -> None:

@@ -32,10 +32,21 @@ def touch(root: Path, *names: str) -> None:
 def make_wav(path: Path, seconds: float = 0.3, sample_rate: int = 16000) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
-         f"sine=frequency=440:duration={seconds}:sample_rate={sample_rate}", "-ac", "1", str(path)],
+        [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds}:sample_rate={sample_rate}",
+            "-ac",
+            "1",
+            str(path),
+        ],
         check=True,
-    )  # fmt: skip
+    )
 
 
 def write_csv(path: Path, text: str) -> Path:
@@ -132,8 +143,12 @@ def test_ravdess_prefers_audio_video_then_audio_only_over_video_only(tmp_path):
     ]
     angry, surprised, calm = clips
     assert (angry.speaker, angry.label, angry.corpus_label, angry.intensity, angry.sentence) == (
-        "01", "anger", "angry", "strong", "01",
-    )  # fmt: skip
+        "01",
+        "anger",
+        "angry",
+        "strong",
+        "01",
+    )
     assert (surprised.speaker, surprised.label, surprised.intensity) == ("02", "surprise", "normal")
     assert (calm.label, calm.sentence) == ("calm", "02")
     reasons = {s.path: s.reason for s in skipped}
@@ -210,8 +225,11 @@ def test_emodb_maps_every_german_letter(tmp_path):
     assert {c.corpus_label: c.label for c in clips} == letters
     first = next(c for c in clips if c.corpus_label == "F")
     assert (first.clip_id, first.path, first.speaker, first.sentence) == (
-        "03a01Fa", "wav/03a01Fa.wav", "03", "a01",
-    )  # fmt: skip
+        "03a01Fa",
+        "wav/03a01Fa.wav",
+        "03",
+        "a01",
+    )
     assert {s.path: s.reason for s in skipped} == {
         "wav/16b10Xb.wav": "unknown EmoDB emotion letter 'X'",
         "wav/3a01Fa.wav": "name is not speaker(2) text(3) emotion(1) version(1) (e.g. 03a01Fa)",
@@ -372,11 +390,26 @@ def test_unprobeable_files_stay_in_the_manifest_with_probe_error(tmp_path):
 def test_manifest_table_has_the_manifest_schema_and_refuses_nulls_where_forbidden():
     assert [f.name for f in dataclasses.fields(ManifestRow)] == MANIFEST.names
     row = ManifestRow(
-        clip_id="a", path="a.wav", corpus="csv", speaker="s1", label="anger", corpus_label="angry",
-        sentence=None, intensity=None, sha256="0" * 64, size_bytes=10, duration_s=1.5,
-        audio_sample_rate=16000, audio_channels=1, audio_codec="pcm_s16le", video_fps=None,
-        video_width=None, video_height=None, video_codec=None, probe_error=None,
-    )  # fmt: skip
+        clip_id="a",
+        path="a.wav",
+        corpus="csv",
+        speaker="s1",
+        label="anger",
+        corpus_label="angry",
+        sentence=None,
+        intensity=None,
+        sha256="0" * 64,
+        size_bytes=10,
+        duration_s=1.5,
+        audio_sample_rate=16000,
+        audio_channels=1,
+        audio_codec="pcm_s16le",
+        video_fps=None,
+        video_width=None,
+        video_height=None,
+        video_codec=None,
+        probe_error=None,
+    )
     table = manifest_table([row])
     assert table.schema.equals(MANIFEST, check_metadata=True)
     assert table.to_pylist() == [dataclasses.asdict(row)]

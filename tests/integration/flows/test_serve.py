@@ -23,6 +23,7 @@ from avemo.config import (
     TrainParams,
     load_params,
 )
+from avemo.provenance import REPO_ROOT
 from tasks.corpora.manifest import ManifestRow
 from tasks.serve import (
     NOT_A_CLASS,
@@ -51,12 +52,33 @@ def test_corpus_digest_depends_on_content_not_order() -> None:
 
 
 def _row(clip_id: str, path: str) -> ManifestRow:
-    return ManifestRow(clip_id, path, "c", "s", "anger", "A", None, None, "0" * 64, 1,
-                       None, None, None, None, None, None, None, None, None)  # fmt: skip
+    return ManifestRow(
+        clip_id,
+        path,
+        "c",
+        "s",
+        "anger",
+        "A",
+        None,
+        None,
+        "0" * 64,
+        1,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 def test_corpora_are_combined_relative_to_their_common_folder(tmp_path: Path) -> None:
-    root, rows = combine_corpora([(tmp_path / "a", [_row("x", "w/x.wav")]), (tmp_path / "b" / "c", [_row("y", "y.wav")])])
+    root, rows = combine_corpora(
+        [(tmp_path / "a", [_row("x", "w/x.wav")]), (tmp_path / "b" / "c", [_row("y", "y.wav")])]
+    )
     assert root == tmp_path.resolve()
     assert [r.path for r in rows] == ["a/w/x.wav", "b/c/y.wav"]
     with pytest.raises(ServeError, match="repeat across serve.corpora"):
@@ -91,7 +113,9 @@ def test_deployment_has_the_cron_schedule_of_params(tmp_path: Path) -> None:
     from flows.serve import deployment
 
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"serve": {"cron": "15 4 * * 1", "timezone": "Europe/Berlin", "deployment": "nightly"}}))
+    params_file.write_text(
+        yaml.safe_dump({"serve": {"cron": "15 4 * * 1", "timezone": "Europe/Berlin", "deployment": "nightly"}})
+    )
     built = deployment(load_params(params_file), params_file)
     assert built.name == "nightly" and built.entrypoint == "flows.serve.retrain_cycle"
     [schedule] = built.schedules
@@ -130,10 +154,13 @@ def test_a_cycle_preprocesses_only_the_added_clip_and_records_both_scores(
         train=TrainParams(epochs=2, batch_size=8, patience=2),
         models={"audio": {"audio_channels": [16, 32, 48, 48, 32]}},  # narrow: proves the path, not accuracy
         serve=ServeParams(
-            corpora=[ServeCorpus(dir=corpus, format="emodb")], system="audio", work_dir=work,
-            heldout_share=0.25, split=SplitParams(scheme="fixed"),
+            corpora=[ServeCorpus(dir=corpus, format="emodb")],
+            system="audio",
+            work_dir=work,
+            heldout_share=0.25,
+            split=SplitParams(scheme="fixed"),
         ),
-    )  # fmt: skip
+    )
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
 
@@ -169,15 +196,22 @@ def test_a_cycle_preprocesses_only_the_added_clip_and_records_both_scores(
 
 
 def _run(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(args)} failed in {cwd}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
 
 def test_the_project_has_a_default_remote_outside_the_repository() -> None:
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO_ROOT
     name = _run(["dvc", "config", "--project", "core.remote"], repo).strip()
     url = _run(["dvc", "config", "--project", f"remote.{name}.url"], repo).strip()
     if "://" not in url:  # a local folder; DVC resolves a relative url from .dvc/

@@ -136,9 +136,7 @@ def test_prosody_follows_the_documented_direction_per_speaker(audio, speaker):
     """HAP and ANG above NEU in f0, SAD below it; loudness ANG > HAP > NEU > SAD (EMOTION_STYLES)."""
     emotions = ("ANG", "HAP", "NEU", "SAD")
     f0 = {e: np.mean([mean_f0(audio[speaker, e, s]) for s in DEFAULT_SENTENCES]) for e in emotions}
-    energy = {
-        e: np.mean([voiced_rms(audio[speaker, e, s]) for s in DEFAULT_SENTENCES]) for e in emotions
-    }
+    energy = {e: np.mean([voiced_rms(audio[speaker, e, s]) for s in DEFAULT_SENTENCES]) for e in emotions}
     assert f0["HAP"] > 1.15 * f0["NEU"] and f0["ANG"] > 1.1 * f0["NEU"], f0
     assert f0["NEU"] > 1.05 * f0["SAD"], f0
     assert energy["ANG"] > energy["HAP"] > energy["NEU"] > energy["SAD"], energy

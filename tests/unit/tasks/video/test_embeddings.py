@@ -75,9 +75,7 @@ def test_vggface2_from_a_local_state_dict_gives_512_dim_unit_rows(tmp_path: Path
     torch.manual_seed(0)
     weights = tmp_path / "random-inception.pt"
     torch.save(InceptionResnetV1(pretrained=None, classify=False).state_dict(), weights)
-    embedder = load_face_embedder(
-        FaceFeatureParams(extractor="vggface2", weights_path=weights), torch.device("cpu")
-    )
+    embedder = load_face_embedder(FaceFeatureParams(extractor="vggface2", weights_path=weights), torch.device("cpu"))
     out = embedder(_faces())
     assert out.shape == (3, 512) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-4)  # facenet L2-normalises

@@ -77,9 +77,15 @@ def test_plot_rows():
     history = [EpochRecord(1, 1.0, 0.9, 0.5, 0.6, 2.0), EpochRecord(2, 0.8, 0.7, 0.6, 0.7, 2.1)]
     curve = learning_curve_rows({("f1", 0): history})
     assert curve[1] == {
-        "fold": "f1", "seed": 0, "epoch": 2, "train_loss": 0.8, "val_loss": 0.7, "val_uar": 0.6,
-        "val_accuracy": 0.7, "seconds": 2.1,
-    }  # fmt: skip
+        "fold": "f1",
+        "seed": 0,
+        "epoch": 2,
+        "train_loss": 0.8,
+        "val_loss": 0.7,
+        "val_uar": 0.6,
+        "val_accuracy": 0.7,
+        "seconds": 2.1,
+    }
 
 
 def test_report_refuses_unknown_labels():
@@ -101,9 +107,7 @@ def test_ensemble_averages_posteriors():
 def _system(predicted: dict[str, str]) -> pa.Table:
     truth = {"c1": "anger", "c2": "boredom", "c3": "anger", "c4": "sadness"}
     clips = list(predicted)
-    return pa.table(
-        {"clip_id": clips, "true": [truth[c] for c in clips], "predicted": [predicted[c] for c in clips]}
-    )
+    return pa.table({"clip_id": clips, "true": [truth[c] for c in clips], "predicted": [predicted[c] for c in clips]})
 
 
 def test_compare_systems_matches_clips_whatever_their_order():
@@ -135,8 +139,12 @@ def segment_setup():
     """Two clips of 3 and 2 log-mel segments, a tiny AVEF audio-net, identity standardisation."""
     rng = np.random.default_rng(0)
     clip_ids = np.array(["u", "u", "u", "v", "v"], dtype=object)
-    arrays = SegmentArrays(clip_ids, np.array([0, 1, 2, 0, 1]), rng.normal(size=(5, 3, 64, 64)).astype(np.float32), None, None)
-    features = Features(("u", "v"), ("s1", "s2"), ("anger", "sadness"), frozenset({"audio"}), "segment", {}, segments=arrays)
+    arrays = SegmentArrays(
+        clip_ids, np.array([0, 1, 2, 0, 1]), rng.normal(size=(5, 3, 64, 64)).astype(np.float32), None, None
+    )
+    features = Features(
+        ("u", "v"), ("s1", "s2"), ("anger", "sadness"), frozenset({"audio"}), "segment", {}, segments=arrays
+    )
     labels = TaskLabels("emotion", CLASSES, {"u": 0, "v": 2}, {})
     identity = Standardization({"log_mel": (np.zeros((3, 64, 1), np.float32), np.ones((3, 64, 1), np.float32))})
     torch.manual_seed(0)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from avemo.provenance import REPO_ROOT
+
+REPO = REPO_ROOT
 PACKAGES = ("avemo", "tasks", "flows", "models")
 
 

@@ -73,28 +73,53 @@ def write_features(folder: Path, with_video: bool = True) -> Path:
         spec = spectrogram(clip)
         clip_rows.append(
             dict(
-                clip_id=clip, path=f"{clip}.mp4", sha256="0" * 64, corpus="toy", speaker=speaker, label=emotion,
-                corpus_label=emotion, duration_s=frames / 100, voiced_share=1.0, n_segments=SEGMENTS_PER_CLIP,
-                has_video=video, video_fps=25.0 if video else None, n_face_frames=FRAMES_PER_CLIP if video else 0,
-                n_no_face_frames=0, n_multiple_face_frames=0, linear_times=(np.arange(frames) / 100).tolist(),
+                clip_id=clip,
+                path=f"{clip}.mp4",
+                sha256="0" * 64,
+                corpus="toy",
+                speaker=speaker,
+                label=emotion,
+                corpus_label=emotion,
+                duration_s=frames / 100,
+                voiced_share=1.0,
+                n_segments=SEGMENTS_PER_CLIP,
+                has_video=video,
+                video_fps=25.0 if video else None,
+                n_face_frames=FRAMES_PER_CLIP if video else 0,
+                n_no_face_frames=0,
+                n_multiple_face_frames=0,
+                linear_times=(np.arange(frames) / 100).tolist(),
                 linear_spectrogram=spec.tolist(),
             )
         )
         for segment in range(SEGMENTS_PER_CLIP):
             segment_rows.append(
                 dict(
-                    clip_id=clip, segment=segment, first_frame=34 * segment, t_begin=0.34 * segment,
-                    t_end=0.34 * segment + 0.655, voiced_share=1.0,
+                    clip_id=clip,
+                    segment=segment,
+                    first_frame=34 * segment,
+                    t_begin=0.34 * segment,
+                    t_end=0.34 * segment + 0.655,
+                    voiced_share=1.0,
                     face_frames=list(range(2 * segment, 2 * segment + FACES)) if video else None,
-                    n_no_face=0 if video else None, n_multiple_faces=0 if video else None,
+                    n_no_face=0 if video else None,
+                    n_multiple_faces=0 if video else None,
                 )
             )
         if video:
             for index in reversed(range(FRAMES_PER_CLIP)):  # stored out of time order on purpose
                 frame_rows.append(
                     dict(
-                        clip_id=clip, frame_index=index, t=index / 25, box=None, probability=None, landmarks=None,
-                        detected=True, no_face=False, multiple_faces=False, embedding=embedding(clip, index),
+                        clip_id=clip,
+                        frame_index=index,
+                        t=index / 25,
+                        box=None,
+                        probability=None,
+                        landmarks=None,
+                        detected=True,
+                        no_face=False,
+                        multiple_faces=False,
+                        embedding=embedding(clip, index),
                     )
                 )
     mels = np.stack([log_mel(r["clip_id"], r["segment"]) for r in segment_rows])
@@ -268,7 +293,9 @@ def test_speaker_normalisation_standardises_each_speaker_on_its_own_clips(featur
     per_speaker = speaker_standardization(features, ["a", "b", "c", "d"])
     assert set(per_speaker) == {"s1", "s2"}
     s2_frames = np.concatenate([spectrogram("c"), spectrogram("d")])
-    np.testing.assert_allclose(per_speaker["s2"].stats["spectrogram"][0], s2_frames.mean(0, dtype=np.float64), rtol=1e-6)
+    np.testing.assert_allclose(
+        per_speaker["s2"].stats["spectrogram"][0], s2_frames.mean(0, dtype=np.float64), rtol=1e-6
+    )
     dataset = ClipDataset(features, task_labels(features, "emotion"), ["c", "d"], per_speaker)
     standardised = np.concatenate([dataset[0][0], dataset[1][0]])
     np.testing.assert_allclose(standardised.mean(axis=0), 0, atol=1e-3)

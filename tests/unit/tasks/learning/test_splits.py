@@ -22,7 +22,7 @@ from tasks.learning.splits import (
 CLIP_COUNTS = {"s1": 6, "s2": 5, "s3": 4, "s4": 3, "s5": 2, "s6": 2, "s7": 1, "s8": 1}
 SPEAKERS = [speaker for i in range(6) for speaker, count in CLIP_COUNTS.items() if i < count]
 CLIPS = [f"clip{i:02d}" for i in range(len(SPEAKERS))]
-SPEAKER_OF = dict(zip(CLIPS, SPEAKERS))
+SPEAKER_OF = dict(zip(CLIPS, SPEAKERS, strict=True))
 
 
 def _assert_speaker_independent(fold: Fold, val_count: int | None = None) -> None:

@@ -52,7 +52,7 @@ def _unbalanced_features(source: Path, target: Path) -> Path:
         (target / path.name).write_bytes(path.read_bytes())
     clips = pq.read_table(source / "clips.parquet")
     dropped = {}
-    for clip, speaker, label in zip(*(clips[c].to_pylist() for c in ("clip_id", "speaker", "label"))):
+    for clip, speaker, label in zip(*(clips[c].to_pylist() for c in ("clip_id", "speaker", "label")), strict=True):
         if label == "sadness":
             dropped.setdefault(speaker, clip)
     keep = pc.invert(pc.is_in(clips["clip_id"], value_set=pa.array(list(dropped.values()))))
@@ -60,12 +60,17 @@ def _unbalanced_features(source: Path, target: Path) -> Path:
     return target
 
 
-def _train(command: list[str], out: Path, params: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
+def _train(
+    command: list[str], out: Path, params: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess, float]:
     started = time.perf_counter()
     result = subprocess.run(
         [*command, "train", "--system", "audio", "--out", str(out), "--params", str(params)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result, time.perf_counter() - started
 
@@ -80,16 +85,33 @@ def test_two_processes_reach_the_weights_of_one(sample_features: Path, tmp_path:
             {
                 # one fold: 1 training speaker (2 anger, 1 sadness clip), 1 validation, 1 test speaker;
                 # batches of 2 then 1: the second leaves rank 1 without an item
-                "train": {"features_dir": str(features), "split": {"scheme": "fixed", "shares": [0.34, 0.33, 0.33]},
-                          "epochs": 3, "patience": 3, "batch_size": 2, "device": "cpu", "optimizer": "sgd", "lr": 0.05},
+                "train": {
+                    "features_dir": str(features),
+                    "split": {"scheme": "fixed", "shares": [0.34, 0.33, 0.33]},
+                    "epochs": 3,
+                    "patience": 3,
+                    "batch_size": 2,
+                    "device": "cpu",
+                    "optimizer": "sgd",
+                    "lr": 0.05,
+                },
                 "models": {"audio": {"audio_channels": [16, 32, 48, 48, 32]}},
             }
         )
-    )  # fmt: skip
+    )
     # both runs report to this session's Prefect server, one thread per process
     env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url), "OMP_NUM_THREADS": "1"}
     one, one_seconds = _train([str(AVEMO)], tmp_path / "one", params, env)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python", str(AVEMO)]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--no-python",
+        str(AVEMO),
+    ]
     two, two_seconds = _train(torchrun, tmp_path / "two", params, env)
 
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())

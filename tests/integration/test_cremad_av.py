@@ -60,5 +60,7 @@ def test_audio_visual_run_on_real_cremad_clips(shared_data: Path, prefect_harnes
     assert sorted(p["true"] for p in real_predictions) == ["anger", "happiness", "neutral", "sadness"]
     assert metrics["clips"] == 12 and 0.0 <= metrics["uar"] <= 1.0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["fold_uar"].keys() == {
-        "loso-1001", "loso-2001", "loso-2002"
-    }  # fmt: skip
+        "loso-1001",
+        "loso-2001",
+        "loso-2002",
+    }

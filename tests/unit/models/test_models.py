@@ -320,7 +320,9 @@ def test_avef_widths_default_to_the_paper_and_its_input_sizes_are_given() -> Non
     paper_inputs = dict(mel_bins=64, mel_frames=64, frames=16)
     config = AVEFConfig(6, crop_size=64, **paper_inputs)
     assert (2 * config.fc_dim, *config.dbn_hidden) == (8192, 4096, 2048)
-    small = AVEF(AVEFConfig(NUM_CLASSES, crop_size=32, width=1 / 8, fc_dim=16, dbn_hidden=(512, 256), **paper_inputs)).eval()
+    small = AVEF(
+        AVEFConfig(NUM_CLASSES, crop_size=32, width=1 / 8, fc_dim=16, dbn_hidden=(512, 256), **paper_inputs)
+    ).eval()
     out = small(torch.randn(1, 3, 64, 64), torch.randn(1, 3, 16, 32, 32))
     assert out.hidden.shape == (1, 256)
 
@@ -345,7 +347,7 @@ def test_pretrain_dbn_trains_each_hidden_layer_in_place() -> None:
     features = [torch.randn(16, 10) for _ in range(3)]
     errors = pretrain_dbn(dbn, features, epochs=2, lr=0.01)
     assert len(errors) == 2 and all(math.isfinite(e) for e in errors)
-    for before, layer in zip(weights_before, dbn.hidden_layers):
+    for before, layer in zip(weights_before, dbn.hidden_layers, strict=True):
         assert not torch.equal(before, layer.weight)
     with pytest.raises(TypeError, match="one-shot iterator"):
         pretrain_dbn(dbn, iter(features), epochs=1)
@@ -380,7 +382,10 @@ def overfit_inputs(name: str) -> tuple[dict, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     if name == "avef":
-        return dict(audio=torch.randn(8, 3, 64, 64, generator=generator), video=torch.randn(8, 3, 16, 32, 32, generator=generator)), labels
+        return dict(
+            audio=torch.randn(8, 3, 64, 64, generator=generator),
+            video=torch.randn(8, 3, 16, 32, 32, generator=generator),
+        ), labels
     if name == "avef_audio":
         return dict(audio=torch.randn(8, 3, 64, 64, generator=generator)), labels
     if name == "avef_video":
@@ -447,9 +452,21 @@ def test_dbn_overfits_fixed_segment_features_and_avef_fine_tunes_jointly() -> No
 
 def test_registry_declares_needs_and_input_kinds() -> None:
     assert set(MODELS) >= {
-        "avef", "gfbp", "agfbp", "mfbp", "amfbp", "concat", "decision", "audio", "video",
-        "self_attention", "relation_attention", "transformer_attention", "avef_audio", "avef_video",
-    }  # fmt: skip
+        "avef",
+        "gfbp",
+        "agfbp",
+        "mfbp",
+        "amfbp",
+        "concat",
+        "decision",
+        "audio",
+        "video",
+        "self_attention",
+        "relation_attention",
+        "transformer_attention",
+        "avef_audio",
+        "avef_video",
+    }
     assert MODELS["audio"].needs == {"audio"} and MODELS["audio"].input_kind == "clip"
     assert MODELS["video"].needs == {"video"} and MODELS["avef_video"].input_kind == "segment"
     assert MODELS["amfbp"].needs == {"audio", "video"}
@@ -460,7 +477,9 @@ def test_model_needing_a_missing_modality_says_which_and_what_to_choose() -> Non
     message = "model 'gfbp' needs video features, but this corpus has audio only; choose one of: audio, avef_audio"
     with pytest.raises(ModalityError, match=f"^{message}$"):
         check_modalities("gfbp", {"audio"})
-    with pytest.raises(ModalityError, match="needs audio features, but this corpus has video only; choose one of: video"):
+    with pytest.raises(
+        ModalityError, match="needs audio features, but this corpus has video only; choose one of: video"
+    ):
         check_modalities("avef", ["video"])
     assert check_modalities("amfbp", {"audio", "video"}).name == "amfbp"
 

@@ -66,8 +66,20 @@ def bad_corpus(tmp_path_factory, good_clip: Path) -> Path:
     _ffmpeg("-i", str(good_clip), "-filter:v", "fps=12.5", "-c:a", "copy", str(corpus / "fps_12_5.mp4"))
     _ffmpeg("-i", str(good_clip), "-t", "0.4", str(corpus / "short.mp4"))
     _ffmpeg(
-        "-i", str(good_clip), "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono",
-        "-map", "0:v", "-map", "1:a", "-shortest", "-c:v", "copy", str(corpus / "silent.mp4"),
+        "-i",
+        str(good_clip),
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=16000:cl=mono",
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-shortest",
+        "-c:v",
+        "copy",
+        str(corpus / "silent.mp4"),
     )
     n_frames = int(len(speech) / 16000 * 25)
     grey = np.full((n_frames, 128, 128, 3), 128, np.uint8)
@@ -128,7 +140,9 @@ def test_segments_reference_sixteen_face_frames_of_their_own_time(bad_run) -> No
     _, features = bad_run
     segments = read_table(features / "segments.parquet", schemas.segments_schema(64, 64, 16))
     frames = read_table(features / "frames.parquet", schemas.frames_schema(64, 304))
-    times = {(r["clip_id"], r["frame_index"]): r["t"] for r in frames.select(["clip_id", "frame_index", "t"]).to_pylist()}
+    times = {
+        (r["clip_id"], r["frame_index"]): r["t"] for r in frames.select(["clip_id", "frame_index", "t"]).to_pylist()
+    }
     rows = segments.select(["clip_id", "t_begin", "t_end", "face_frames"]).to_pylist()
     for row in rows:
         if row["face_frames"] is None:
@@ -169,7 +183,9 @@ def test_cache_reruns_only_what_changed(good_clip: Path, tmp_path: Path) -> None
     assert first.succeeded == 1 and first.cached_stages == 0
     again = run_preprocess(_ingest(corpus.parent, "cremad", tmp_path), tmp_path / "f2", params)
     assert again.cached_stages == 3  # audio, faces, face_features all reused
-    assert pq.read_table(tmp_path / "f1" / "segments.parquet").equals(pq.read_table(tmp_path / "f2" / "segments.parquet"))
+    assert pq.read_table(tmp_path / "f1" / "segments.parquet").equals(
+        pq.read_table(tmp_path / "f2" / "segments.parquet")
+    )
 
     (other,) = write_sample_corpus(tmp_path / "more", [1002], ["SAD"], seed=0, sentences=("DFA",))
     shutil.copy(other, corpus / other.name)
@@ -183,7 +199,6 @@ def test_cache_reruns_only_what_changed(good_clip: Path, tmp_path: Path) -> None
     assert frames.schema.field("crop").type.shape == [32, 32, 3]
 
 
-@pytest.mark.slow
 def test_end_to_end_on_real_cremad_and_emodb(shared_data: Path, tmp_path: Path) -> None:
     params = _params(tmp_path)
     cremad = run_preprocess(_ingest(shared_data / "cremad", "cremad", tmp_path / "c"), tmp_path / "c" / "f", params)

@@ -49,7 +49,14 @@ def clip_features(clips_per_class: int = 6, seed: int = 0) -> Features:
             embeddings[clip] = rng.normal(size=(int(rng.integers(5, 12)), VIDEO_DIM)).astype(np.float32)
             embeddings[clip][:, 4 * c : 4 * c + 4] += 3.0
     return Features(
-        tuple(ids), tuple(speakers), tuple(emotions), frozenset({"audio", "video"}), "clip", {}, spectrograms, embeddings
+        tuple(ids),
+        tuple(speakers),
+        tuple(emotions),
+        frozenset({"audio", "video"}),
+        "clip",
+        {},
+        spectrograms,
+        embeddings,
     )
 
 
@@ -72,9 +79,12 @@ def segment_features(clips_per_class: int = 6, segments: int = 3, seed: int = 0)
                 face_rows.append(np.arange(len(crops), len(crops) + 16))
                 crops.extend(rng.integers(0, 60, (16, 32, 32, 3)) + 90 * c)
     arrays = SegmentArrays(
-        np.asarray(seg_clips, dtype=object), np.asarray(seg_index), np.stack(mels), np.stack(face_rows),
+        np.asarray(seg_clips, dtype=object),
+        np.asarray(seg_index),
+        np.stack(mels),
+        np.stack(face_rows),
         np.stack(crops).astype(np.uint8),
-    )  # fmt: skip
+    )
     return Features(
         tuple(ids), tuple(speakers), tuple(emotions), frozenset({"audio", "video"}), "segment", {}, segments=arrays
     )
@@ -82,8 +92,8 @@ def segment_features(clips_per_class: int = 6, segments: int = 3, seed: int = 0)
 
 def split(features: Features) -> tuple[list[str], list[str]]:
     """Speakers s0, s1 train; s2 validates."""
-    train = [c for c, s in zip(features.clip_ids, features.speakers) if s != "s2"]
-    return train, [c for c, s in zip(features.clip_ids, features.speakers) if s == "s2"]
+    train = [c for c, s in zip(features.clip_ids, features.speakers, strict=True) if s != "s2"]
+    return train, [c for c, s in zip(features.clip_ids, features.speakers, strict=True) if s == "s2"]
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +150,9 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(problem):
     features, labels, train, val = problem
     settings = TrainSettings.of(TrainParams(epochs=2, batch_size=6, optimizer="sgd", mask_bands=20, mask_frames=5))
     runs = [
-        fit("audio", features, labels, train, val, dataclasses.replace(settings, seed=seed), hyperparameters=SMALL_AUDIO)
+        fit(
+            "audio", features, labels, train, val, dataclasses.replace(settings, seed=seed), hyperparameters=SMALL_AUDIO
+        )
         for seed in (7, 7, 8)
     ]
     states = [r.model.state_dict() for r in runs]
@@ -150,7 +162,9 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(problem):
 
 def test_without_validation_every_epoch_runs_and_the_last_state_is_kept(problem):
     features, labels, train, _ = problem
-    trained = fit("video", features, labels, train, [], dataclasses.replace(FAST, epochs=3), hyperparameters=SMALL_VIDEO)
+    trained = fit(
+        "video", features, labels, train, [], dataclasses.replace(FAST, epochs=3), hyperparameters=SMALL_VIDEO
+    )
     assert trained.best_epoch == 3 and len(trained.history) == 3
     assert trained.history[-1].val_uar is None
 
@@ -208,11 +222,20 @@ def test_transfer_loads_matching_layers_reinitialises_the_head_and_freezes(tmp_p
     source, _ = trained_video
     save_trained(tmp_path / "source.pt", source)
     # Another corpus, another label set: two classes instead of three, so the head's shape differs.
-    binary = TaskLabels("toy", ("calm", "upset"), {c: int(not c.startswith("happiness")) for c in features.clip_ids}, {})
+    binary = TaskLabels(
+        "toy", ("calm", "upset"), {c: int(not c.startswith("happiness")) for c in features.clip_ids}, {}
+    )
     target = fit(
-        "video", features, binary, train, val, dataclasses.replace(FAST, epochs=2),
-        hyperparameters=SMALL_VIDEO, init_from=tmp_path / "source.pt", trainable=["classifier", "video_stream.pooling"],
-    )  # fmt: skip
+        "video",
+        features,
+        binary,
+        train,
+        val,
+        dataclasses.replace(FAST, epochs=2),
+        hyperparameters=SMALL_VIDEO,
+        init_from=tmp_path / "source.pt",
+        trainable=["classifier", "video_stream.pooling"],
+    )
     report = target.transfer
     assert set(report.reinitialised) == {"classifier.weight", "classifier.bias"}
     assert "video_stream.reduction.conv.weight" in report.loaded and "classifier.weight" not in report.loaded
@@ -223,8 +246,17 @@ def test_transfer_loads_matching_layers_reinitialises_the_head_and_freezes(tmp_p
     trained_pooling = [n for n in report.loaded if n.startswith("video_stream.pooling")]
     assert any(not torch.equal(new_state[n], source_state[n]) for n in trained_pooling)
     with pytest.raises(TrainError, match="match no parameter"):
-        fit("video", features, binary, train, val, FAST, hyperparameters=SMALL_VIDEO,
-            init_from=tmp_path / "source.pt", trainable=["no_such_layer"])  # fmt: skip
+        fit(
+            "video",
+            features,
+            binary,
+            train,
+            val,
+            FAST,
+            hyperparameters=SMALL_VIDEO,
+            init_from=tmp_path / "source.pt",
+            trainable=["no_such_layer"],
+        )
 
 
 def test_avef_trains_on_segments_and_its_clip_svm_survives_the_checkpoint(tmp_path):
@@ -240,9 +272,34 @@ def test_avef_trains_on_segments_and_its_clip_svm_survives_the_checkpoint(tmp_pa
     predictions = trained_posteriors(trained, features, labels, val)
     assert predictions.segments is not None and len(predictions.segments.clip_ids) == 3 * len(val)
     # the clip decision is the SVM's, not the mean of the segment posteriors
-    mean_of_segments = model_posteriors(trained.model, make_dataset(features, labels, val, trained.standardization), labels.classes)
+    mean_of_segments = model_posteriors(
+        trained.model, make_dataset(features, labels, val, trained.standardization), labels.classes
+    )
     assert not np.allclose(predictions.clips.probabilities, mean_of_segments.clips.probabilities)
     save_trained(tmp_path / "avef.pt", trained)
     restored = load_trained(tmp_path / "avef.pt")
     again = trained_posteriors(restored, features, labels, val)
     np.testing.assert_allclose(again.clips.probabilities, predictions.clips.probabilities, atol=1e-6)
+
+
+def test_a_checkpoint_of_the_earlier_format_loads_the_same_model(tmp_path, problem, trained_video):
+    """Written before input sizes were stored and before 'adam' was renamed 'adamw': its sizes come from
+    its feature settings (or the hyper-parameters that carried them), its optimizer under its new name."""
+    import json
+
+    features, labels, _, val = problem
+    trained, _ = trained_video
+    save_trained(tmp_path / "new.pt", trained)
+    payload = torch.load(tmp_path / "new.pt", weights_only=True)
+    meta = json.loads(payload["meta"])
+    embedding_dim = meta.pop("input_shapes")["embedding_dim"]
+    meta["hyperparameters"] = {"video_dim": embedding_dim}
+    meta["settings"]["optimizer"] = "adam"
+    torch.save({**payload, "meta": json.dumps(meta)}, tmp_path / "old.pt")
+    old = load_trained(tmp_path / "old.pt")
+    assert old.shapes.embedding_dim == embedding_dim and old.hyperparameters == {}
+    assert old.settings.optimizer == "adamw"
+    np.testing.assert_array_equal(
+        trained_posteriors(old, features, labels, val).clips.probabilities,
+        trained_posteriors(trained, features, labels, val).clips.probabilities,
+    )
