@@ -195,11 +195,13 @@ class SplitParams(_Section):
 
     defaults_at = "train.split"
 
-    scheme: Literal["loso", "losgo", "fixed"]
+    scheme: Literal["loso", "losgo", "fixed", "speakers"]
     k: int = Field(ge=2)  # losgo: speaker groups
     seed: int
     val_speakers: int = Field(ge=0)  # per fold, drawn from its training speakers, for early stopping
     shares: tuple[float, float, float]  # fixed: train/validation/test speakers
+    test_speakers: list[str]  # speakers: the test speakers (a corpus's official split, a held-out set)
+    validation_speakers: list[str]  # speakers: the validation speakers (empty: val_speakers drawn)
 
 
 class TrainParams(_Section):

@@ -140,16 +140,7 @@ def train_flow(system: str, params: TrainParams, hyperparameters: dict[str, Any]
     labels = task_labels(features, params.task)
     clips = labels.labelled(features.clip_ids)
     speaker_of = dict(zip(features.clip_ids, features.speakers, strict=True))
-    split = params.split
-    folds = make_folds(
-        [speaker_of[c] for c in clips],
-        clips,
-        split.scheme,
-        k=split.k,
-        seed=split.seed,
-        val_speakers=split.val_speakers,
-        shares=split.shares,
-    )
+    folds = make_folds([speaker_of[c] for c in clips], clips, params.split)
     feature_prov = read_provenance(Path(params.features_dir) / "clips.parquet") or {}
     logger.info(
         "%s: %d clips of %d speakers, classes %s, %d folds x %d seeds (left out: %s)",

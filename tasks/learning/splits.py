@@ -10,15 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 
+from avemo.config import SplitParams
 from avemo.errors import AvemoError
 from avemo.schemas import FOLDS
 
-Scheme = Literal["loso", "losgo", "fixed"]
 ROLES: tuple[str, str, str] = ("train", "validation", "test")
 
 
@@ -131,83 +130,84 @@ def _share_counts(n_speakers: int, shares: tuple[float, float, float]) -> tuple[
     return n_speakers - val - test, val, test
 
 
-def make_folds(
-    speakers_per_clip: Sequence[str],
-    clip_ids: Sequence[str],
-    scheme: Scheme,
-    *,
-    k: int = 5,
-    seed: int = 0,
-    val_speakers: int = 1,
-    shares: tuple[float, float, float] = (0.7, 0.15, 0.15),
-) -> list[Fold]:
-    """Speaker-independent folds of a corpus.
-
-    - ``loso``: one fold per speaker, that speaker tested (``k`` unused).
-    - ``losgo``: ``k`` folds, each testing one group of speakers balanced by clip count.
-    - ``fixed``: one fold with speaker ``shares`` for train/validation/test (``val_speakers`` unused).
-
-    In ``loso`` and ``losgo`` each fold draws ``val_speakers`` validation speakers from its own training
-    speakers. The result depends only on the inputs and ``seed``.
-    """
-    clips_by_speaker = _group_clips(speakers_per_clip, clip_ids)
+def _loso(clips_by_speaker: dict[str, tuple[str, ...]], split: SplitParams) -> list[Fold]:
     speakers = list(clips_by_speaker)
-    if val_speakers < 0:
-        raise SplitError(f"val_speakers must be 0 or more, got {val_speakers}")
-    if scheme == "loso":
-        if len(speakers) < 2:
-            raise SplitError(f"leave-one-speaker-out needs at least 2 speakers, got {len(speakers)}: {speakers}")
-        return [
-            _fold(
-                f"loso-{speaker}",
-                clips_by_speaker,
-                [speaker],
-                val_speakers,
-                np.random.default_rng([seed, i]),
-            )
-            for i, speaker in enumerate(speakers)
-        ]
-    if scheme == "losgo":
-        if not 2 <= k <= len(speakers):
-            raise SplitError(
-                f"leave-one-speaker-group-out needs 2 <= k <= number of speakers ({len(speakers)}), got k={k}"
-            )
-        groups = _balanced_groups(clips_by_speaker, k, seed)
-        return [
-            _fold(
-                f"losgo-{i + 1}of{k}",
-                clips_by_speaker,
-                group,
-                val_speakers,
-                np.random.default_rng([seed, i]),
-            )
-            for i, group in enumerate(groups)
-        ]
-    if scheme == "fixed":
-        n_train, n_val, _ = _share_counts(len(speakers), shares)
-        shuffled = list(np.random.default_rng(seed).permutation(speakers))
-        return [
-            fixed_split(
-                speakers_per_clip,
-                clip_ids,
-                train=shuffled[:n_train],
-                validation=shuffled[n_train : n_train + n_val],
-                test=shuffled[n_train + n_val :],
-            )
-        ]
-    raise SplitError(f"unknown split scheme {scheme!r}; use one of loso, losgo, fixed")
+    if len(speakers) < 2:
+        raise SplitError(f"leave-one-speaker-out needs at least 2 speakers, got {len(speakers)}: {speakers}")
+    return [
+        _fold(
+            f"loso-{speaker}", clips_by_speaker, [speaker], split.val_speakers, np.random.default_rng([split.seed, i])
+        )
+        for i, speaker in enumerate(speakers)
+    ]
 
 
-def fixed_split(
-    speakers_per_clip: Sequence[str],
-    clip_ids: Sequence[str],
+def _losgo(clips_by_speaker: dict[str, tuple[str, ...]], split: SplitParams) -> list[Fold]:
+    k = split.k
+    if not 2 <= k <= len(clips_by_speaker):
+        raise SplitError(
+            f"leave-one-speaker-group-out needs 2 <= k <= number of speakers ({len(clips_by_speaker)}), got k={k}"
+        )
+    groups = _balanced_groups(clips_by_speaker, k, split.seed)
+    return [
+        _fold(
+            f"losgo-{i + 1}of{k}", clips_by_speaker, group, split.val_speakers, np.random.default_rng([split.seed, i])
+        )
+        for i, group in enumerate(groups)
+    ]
+
+
+def _fixed(clips_by_speaker: dict[str, tuple[str, ...]], split: SplitParams) -> list[Fold]:
+    speakers = list(clips_by_speaker)
+    n_train, n_val, _ = _share_counts(len(speakers), split.shares)
+    shuffled = list(np.random.default_rng(split.seed).permutation(speakers))
+    roles = {"train": shuffled[:n_train], "validation": shuffled[n_train : n_train + n_val]}
+    return [_named_fold("fixed", clips_by_speaker, test=shuffled[n_train + n_val :], **roles)]
+
+
+def _speakers(clips_by_speaker: dict[str, tuple[str, ...]], split: SplitParams) -> list[Fold]:
+    """The test (and validation) speakers named; without named validation speakers, ``val_speakers`` of
+    them are drawn from the others, as in the cross-validation schemes."""
+    if not split.test_speakers:
+        raise SplitError("scheme 'speakers' needs train.split.test_speakers: the speakers to test on")
+    test = [str(s) for s in split.test_speakers]
+    if split.validation_speakers:
+        validation = [str(s) for s in split.validation_speakers]
+        train = [s for s in clips_by_speaker if s not in set(test) | set(validation)]
+        return [_named_fold("speakers", clips_by_speaker, train=train, validation=validation, test=test)]
+    unknown = sorted(set(test) - set(clips_by_speaker))
+    if unknown:
+        raise SplitError(f"test speakers {unknown} have no clips; the corpus's speakers are {list(clips_by_speaker)}")
+    return [_fold("speakers", clips_by_speaker, test, split.val_speakers, np.random.default_rng([split.seed, 0]))]
+
+
+SCHEMES = {"loso": _loso, "losgo": _losgo, "fixed": _fixed, "speakers": _speakers}
+
+
+def make_folds(speakers_per_clip: Sequence[str], clip_ids: Sequence[str], split: SplitParams) -> list[Fold]:
+    """Speaker-independent folds of a corpus, by ``split.scheme``:
+
+    - ``loso``: one fold per speaker, that speaker tested;
+    - ``losgo``: ``k`` folds, each testing one group of speakers balanced by clip count;
+    - ``fixed``: one fold with speaker ``shares`` for train/validation/test;
+    - ``speakers``: one fold testing ``test_speakers`` (a corpus's official or a held-out set), validating
+      on ``validation_speakers`` when named.
+
+    Where validation speakers are not given, each fold draws ``val_speakers`` of them from its own
+    training speakers. The result depends only on the inputs and ``seed``.
+    """
+    return SCHEMES[split.scheme](_group_clips(speakers_per_clip, clip_ids), split)
+
+
+def _named_fold(
+    name: str,
+    clips_by_speaker: dict[str, tuple[str, ...]],
     *,
     train: Sequence[str],
     validation: Sequence[str],
     test: Sequence[str],
 ) -> Fold:
-    """One fold from explicit speaker lists, e.g. a corpus's published split; every speaker in one list."""
-    clips_by_speaker = _group_clips(speakers_per_clip, clip_ids)
+    """One fold from explicit speaker lists; every speaker in one list, train and test non-empty."""
     lists = {role: [str(s) for s in speakers] for role, speakers in zip(ROLES, (train, validation, test), strict=True)}
     named = Counter(speaker for speakers in lists.values() for speaker in speakers)
     repeated = sorted(speaker for speaker, count in named.items() if count > 1)
@@ -220,12 +220,25 @@ def fixed_split(
             f"train {len(lists['train'])}, test {len(lists['test'])} speakers"
         )
     return Fold(
-        name="fixed",
+        name=name,
         train_speakers=tuple(sorted(lists["train"])),
         val_speakers=tuple(sorted(lists["validation"])),
         test_speakers=tuple(sorted(lists["test"])),
         clips_by_speaker=clips_by_speaker,
     )
+
+
+def fixed_split(
+    speakers_per_clip: Sequence[str],
+    clip_ids: Sequence[str],
+    *,
+    train: Sequence[str],
+    validation: Sequence[str],
+    test: Sequence[str],
+) -> Fold:
+    """One fold from explicit speaker lists, e.g. a corpus's published split; every speaker in one list."""
+    clips_by_speaker = _group_clips(speakers_per_clip, clip_ids)
+    return _named_fold("fixed", clips_by_speaker, train=train, validation=validation, test=test)
 
 
 def folds_table(folds: Sequence[Fold]) -> pa.Table:
