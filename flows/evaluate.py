@@ -12,6 +12,7 @@ import csv
 import json
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,9 @@ from tasks.learning.evaluation import (
     predictions_table,
     recall_rows,
 )
-from tasks.learning.features import load_features, task_labels
+from tasks.learning.features import Features, TaskLabels, load_features, task_labels
 from tasks.learning.metrics import MatchedPairsResult
+from tasks.learning.trained import EpochRecord
 
 
 class EvaluateInputError(AvemoError):
@@ -78,8 +80,49 @@ def dvc_metrics(report: dict[str, Any], system: str, task_name: str) -> dict[str
     }
 
 
+def _score_folds(
+    system: str, by_fold: dict[str, list[Path]], folds: pa.Table, features: Features, labels: TaskLabels
+) -> tuple[pa.Table, pa.Table, dict[tuple[str, int], list[EpochRecord]]]:
+    """Every fold's test clips scored by its checkpoints (a task per fold): clip and segment predictions."""
+    runs = []
+    for fold, checkpoints in by_fold.items():
+        test = folds.filter(pc.and_(pc.equal(folds["fold"], fold), pc.equal(folds["role"], "test")))
+        runs.append((fold, evaluate_fold.submit(fold, checkpoints, features, labels, test["clip_id"].to_pylist())))
+    clip_tables, segment_tables, histories = [], [], {}
+    for fold, future in runs:
+        clips, segments, history = future.result()
+        clip_tables.append(predictions_table(clips, fold, system))
+        if segments is not None:
+            segment_tables.append(predictions_table(segments, fold, system))
+        histories.update(history)
+    # segment predictions are written for clip models too (no rows): every evaluate stage declares them
+    segments = pa.concat_tables(segment_tables) if segment_tables else schemas.SEGMENT_PREDICTIONS.empty_table()
+    return pa.concat_tables(clip_tables), segments, histories
+
+
+def _write_outputs(
+    out_dir: Path,
+    predictions: pa.Table,
+    segments: pa.Table,
+    report: dict[str, Any],
+    metrics: dict[str, Any],
+    histories: dict[tuple[str, int], list[EpochRecord]],
+    classes: Sequence[str],
+    document: dict[str, Any],
+) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_table(predictions, out_dir / "predictions.parquet", schemas.PREDICTIONS, document)
+    write_table(segments, out_dir / "segment_predictions.parquet", schemas.SEGMENT_PREDICTIONS, document)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (out_dir / "report.json").write_text(json.dumps({**report, "classes": list(classes)}, indent=2))
+    _write_csv(out_dir / "confusion.csv", confusion_rows(predictions))
+    _write_csv(out_dir / "recall.csv", recall_rows(report["pooled"]))
+    _write_csv(out_dir / "learning_curve.csv", learning_curve_rows(histories))
+
+
 @flow(name="evaluate")
 def evaluate_flow(system: str, model_dir: Path, features_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Score ``system``'s checkpoints in ``model_dir`` on their folds' test speakers; outputs to ``out_dir``."""
     logger = get_run_logger()
     started = time.perf_counter()
     by_fold = _checkpoints(model_dir)
@@ -93,21 +136,9 @@ def evaluate_flow(system: str, model_dir: Path, features_dir: Path, out_dir: Pat
             f"{features_dir} gives classes {list(labels.classes)} but {system} was trained on {train_doc['classes']}; "
             "evaluate on the features it was trained on"
         )
-    runs = []
-    for fold, checkpoints in by_fold.items():
-        test = folds.filter(pc.and_(pc.equal(folds["fold"], fold), pc.equal(folds["role"], "test")))
-        runs.append((fold, evaluate_fold.submit(fold, checkpoints, features, labels, test["clip_id"].to_pylist())))
-    clip_tables, segment_tables, histories = [], [], {}
-    for fold, future in runs:
-        clips, segments, history = future.result()
-        clip_tables.append(predictions_table(clips, fold, system))
-        if segments is not None:
-            segment_tables.append(predictions_table(segments, fold, system))
-        histories.update(history)
-    predictions = pa.concat_tables(clip_tables)
+    predictions, segments, histories = _score_folds(system, by_fold, folds, features, labels)
     report = evaluation_report(predictions, labels.classes)
     metrics = dvc_metrics(report, system, labels.task)
-    out_dir.mkdir(parents=True, exist_ok=True)
     document = provenance(
         "evaluate",
         {"system": system},
@@ -117,17 +148,7 @@ def evaluate_flow(system: str, model_dir: Path, features_dir: Path, out_dir: Pat
         train_written_at=train_doc["written_at"],
         seconds=time.perf_counter() - started,
     )
-    write_table(predictions, out_dir / "predictions.parquet", schemas.PREDICTIONS, document)
-    # written for clip models too (no rows), so every system's stage has the same declared outputs
-    segment_predictions = (
-        pa.concat_tables(segment_tables) if segment_tables else schemas.SEGMENT_PREDICTIONS.empty_table()
-    )
-    write_table(segment_predictions, out_dir / "segment_predictions.parquet", schemas.SEGMENT_PREDICTIONS, document)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    (out_dir / "report.json").write_text(json.dumps({**report, "classes": list(labels.classes)}, indent=2))
-    _write_csv(out_dir / "confusion.csv", confusion_rows(predictions))
-    _write_csv(out_dir / "recall.csv", recall_rows(report["pooled"]))
-    _write_csv(out_dir / "learning_curve.csv", learning_curve_rows(histories))
+    _write_outputs(out_dir, predictions, segments, report, metrics, histories, labels.classes, document)
     logger.info(
         "%s: pooled UAR %.3f, accuracy %.3f, macro-F1 %.3f over %d clips; fold UAR %.3f +- %.3f",
         system,

@@ -333,34 +333,41 @@ def retrain_cycle(params_file: Path = Path("params.yaml")) -> CycleReport:
         "removed": list(changes.removed),
         "computed_clips": sorted(computed),
         "heldout_speakers": list(heldout),
-        "heldout_clips": len(comparison.clips),
+        **_comparison_record(comparison, current_scores),
         "candidate": {
             "model_dir": str(candidate_dir.relative_to(layout.root) / "models"),
             "system": spec.name,
             "heldout": candidate_scores,
             "cross_validation_uar": cross_validation["uar"],
         },
-        "current": comparison.current_doc and {**comparison.current_doc, "heldout": current_scores},
-        "matched_pairs": (
-            _matched_pairs(comparison.current, comparison.candidate, comparison.clips)
-            if comparison.current is not None
-            else None
-        ),
         "promoted": decision.promoted,
         "reason": decision.reason,
     }
     _record(layout, params, record, scan, candidate_dir)
+    current_uar = current_scores["uar"] if current_scores else None
     report = CycleReport(
         cycle,
         changes.counts(),
         tuple(sorted(computed)),
         candidate_scores["uar"],
-        current_scores["uar"] if current_scores else None,
+        current_uar,
         decision.promoted,
         decision.reason,
     )
     logger.info("%s", report)
     return report
+
+
+def _comparison_record(comparison: _HeldoutComparison, current: dict[str, Any] | None) -> dict[str, Any]:
+    """What a decision records of the held-out comparison: clips, the current model's scores, the test."""
+    matched = None
+    if comparison.current is not None:
+        matched = _matched_pairs(comparison.current, comparison.candidate, comparison.clips)
+    return {
+        "heldout_clips": len(comparison.clips),
+        "current": comparison.current_doc and {**comparison.current_doc, "heldout": current},
+        "matched_pairs": matched,
+    }
 
 
 def _record(layout: ServeLayout, params: Params, record: dict[str, Any], scan, candidate_dir: Path) -> None:
