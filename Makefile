@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP) chromium
 
-# tests/test_report.py opens the HTML report in Debian's chromium (headless); installed only when missing.
+# tests/integration/flows/test_report.py opens the HTML report in Debian's chromium (headless); installed only when missing.
 chromium:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -32,7 +32,7 @@ chromium:
 	    rm -f "$$log"; \
 	  else \
 	    echo "note: /usr/bin/chromium is missing and apt-get (as root) is not available to install it;" \
-	         "tests/test_report.py will skip its browser check (and fail under CI=true)"; \
+	         "tests/integration/flows/test_report.py will skip its browser check (and fail under CI=true)"; \
 	  fi; \
 	fi
 

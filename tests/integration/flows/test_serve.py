@@ -219,7 +219,7 @@ def test_the_project_has_a_default_remote_outside_the_repository() -> None:
 
 
 def test_push_then_pull_in_a_fresh_clone_leaves_no_stage_to_run(tmp_path: Path) -> None:
-    """The workflow the README documents, on a one-stage pipeline: repro, push, clone, pull, status."""
+    """The workflow docs/scaling.md documents, on a one-stage pipeline: repro, push, clone, pull, status."""
     origin = tmp_path / "origin"
     origin.mkdir()
     (origin / "params.yaml").write_text(
