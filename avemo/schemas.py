@@ -1,8 +1,8 @@
 """Versioned Arrow schemas of every Parquet file avemo writes: the contracts downstream code reads.
 
 A schema's version goes up whenever a column is added, removed or changes meaning; readers check it
-(``check_schema``) and refuse files written under another major version. docs/outputs.md
-section documents every column listed here.
+(``check_schema``) and refuse files written under another major version. docs/outputs.md documents
+every column listed here.
 """
 
 from __future__ import annotations

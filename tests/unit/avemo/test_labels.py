@@ -26,7 +26,7 @@ def test_arousal_and_valence_labels_follow_avef_table_2_and_report_dropped_emoti
 
 
 def test_arousal_task_on_emodb(shared_data: Path):
-    """EmoDB letters (../shared/data/README.md): W anger, L boredom, E disgust, A fear, F happiness, T sadness, N neutral."""
+    """EmoDB letters (shared data README): W anger, L boredom, E disgust, A fear, F happiness, T sadness, N neutral."""
     letters = dict(W="anger", L="boredom", E="disgust", A="fear", F="happiness", T="sadness", N="neutral")
     files = sorted((shared_data / "emodb" / "wav").glob("*.wav"))
     emotions = [letters[path.name[5]] for path in files]
