@@ -169,9 +169,10 @@ def train(
     from flows.train import run_train
 
     params = _params(params_file)
-    p = params.train if features is None else params.train.model_copy(update={"features_dir": features})
     try:
-        summaries = run_train(system, p, params.models.get(system, {}), out or p.out_dir / system)
+        choice = params.system(system)
+        p = choice.train if features is None else choice.train.model_copy(update={"features_dir": features})
+        summaries = run_train(system, p, choice.hyperparameters, out or p.out_dir / system, choice.frontend)
     except AvemoError as err:
         _fail(str(err))
     if not is_main_process():  # under torchrun, rank 0 reports

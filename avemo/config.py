@@ -11,8 +11,9 @@ params file must not silently fall back to a default.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -169,6 +170,24 @@ class FaceFeatureParams(_Section):
     batch_size: int = Field(ge=1)
 
 
+# Audio front-ends: the two the papers' networks read (always computed) and the pretrained ones that
+# preprocess.frontends adds to every clip; a system picks one with models.SYSTEM.frontend.
+BUILTIN_FRONTENDS: tuple[str, ...] = ("logmel", "linear")
+PretrainedFrontend = Literal["egemaps", "compare", "whisper"]
+AudioFrontend = Literal["logmel", "linear", "egemaps", "compare", "whisper"]
+AUDIO_FRONTENDS: tuple[str, ...] = get_args(AudioFrontend)
+
+
+class WhisperParams(_Section):
+    defaults_at = "preprocess.whisper"
+
+    weights_path: Path | None  # a CTranslate2 Whisper folder; None: the Whisper base avemo installs
+    pad_to_s: float = Field(ge=0.0, le=30.0)  # silence appended up to this length before the encoder
+    compute_type: str  # CTranslate2's: int8, int8_float16, float16, float32, ...
+    device: str  # auto: CUDA when present, else CPU
+    threads: int = Field(ge=1)  # per clip worker
+
+
 class PreprocessParams(_Section):
     defaults_at = "preprocess"
 
@@ -188,6 +207,8 @@ class PreprocessParams(_Section):
     audio_features: AudioFeatureParams
     faces: FaceParams
     face_features: FaceFeatureParams
+    frontends: list[PretrainedFrontend]  # pretrained audio front-ends computed for every clip
+    whisper: WhisperParams
 
 
 class SplitParams(_Section):
@@ -318,11 +339,35 @@ class Params(_Section):
     ingest: IngestParams
     preprocess: PreprocessParams
     train: TrainParams
-    models: dict[str, dict[str, Any]]  # per system: hyper-parameters over the paper defaults
+    models: dict[str, dict[str, Any]]  # per system: its front-end, recipe and hyper-parameters (see system())
     evaluate: EvaluateParams
     report: ReportParams
     predict: PredictParams
     serve: ServeParams
+
+    def system(self, name: str) -> SystemChoice:
+        """What ``models.NAME`` chooses: an audio ``frontend`` (absent: the paper's), a ``train`` recipe
+        over the train section's (any of its optimisation keys), and the model's hyper-parameters."""
+        section = dict(self.models.get(name) or {})
+        frontend = section.pop("frontend", None)
+        recipe = section.pop("train", None) or {}
+        if frontend is not None and frontend not in AUDIO_FRONTENDS:
+            raise ConfigError(f"models.{name}.frontend {frontend!r}: choose one of {', '.join(AUDIO_FRONTENDS)}")
+        try:
+            train = TrainParams.model_validate({**self.train.model_dump(), **recipe})
+        except ValidationError as err:
+            raise ConfigError(f"models.{name}.train: {err}") from err
+        return SystemChoice(name, frontend, train, section)
+
+
+@dataclass(frozen=True)
+class SystemChoice:
+    """One system as params.yaml sets it: front-end, the train section with its recipe, hyper-parameters."""
+
+    name: str
+    frontend: str | None  # None: the model's paper front-end
+    train: TrainParams
+    hyperparameters: dict[str, Any]
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:

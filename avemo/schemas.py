@@ -148,6 +148,26 @@ def frames_schema(crop_size: int, embedding_dim: int) -> pa.Schema:
     )
 
 
+FRONTEND_KEY = b"avemo.frontend"
+
+
+def frontend_schema(name: str, frame_dim: int, pooled_dim: int) -> pa.Schema:
+    """One row per clip of a pretrained audio front-end (``frontend_NAME.parquet``): its frames over the
+    whole clip, a pooled vector per kept segment (in segments.parquet's order) and one for the clip."""
+    schema = _versioned(
+        "frontend",
+        "1.0",
+        [
+            pa.field("clip_id", pa.string(), nullable=False),
+            pa.field("frame_times", pa.list_(pa.float32()), nullable=False),  # frame centres, s
+            pa.field("frames", pa.list_(pa.list_(pa.float32(), frame_dim)), nullable=False),
+            pa.field("segment_pooled", pa.list_(pa.list_(pa.float32(), pooled_dim)), nullable=False),
+            pa.field("clip_pooled", pa.list_(pa.float32(), pooled_dim), nullable=False),
+        ],
+    )
+    return schema.with_metadata({**schema.metadata, FRONTEND_KEY: name.encode()})
+
+
 FOLDS = _versioned(
     "folds",
     "1.0",

@@ -50,7 +50,7 @@ def segment_inputs(n_clips: int, rng: np.random.Generator) -> Features:
     arrays = SegmentArrays(
         clip_ids=np.repeat(np.asarray(ids, dtype=object), SEGMENTS_PER_CLIP),
         segments=np.tile(np.arange(SEGMENTS_PER_CLIP), n_clips),
-        log_mel=rng.normal(size=(n, 3, 64, 64)).astype(np.float32),
+        audio=rng.normal(size=(n, 3, 64, 64)).astype(np.float32),
         face_rows=np.arange(n * FACES).reshape(n, FACES),
         crops=rng.integers(0, 256, (n * FACES, CROP, CROP, 3), dtype=np.uint8),
     )

@@ -129,7 +129,7 @@ def evaluate_flow(system: str, model_dir: Path, features_dir: Path, out_dir: Pat
     train_doc = json.loads((model_dir / "train.json").read_text())
     folds = read_table(model_dir / "folds.parquet", schemas.FOLDS)
     spec = get_spec(system)
-    features = load_features(features_dir, spec.needs, spec.input_kind)
+    features = load_features(features_dir, spec.needs, spec.input_kind, train_doc.get("frontend"))
     labels = task_labels(features, train_doc["params"]["task"])
     if list(labels.classes) != train_doc["classes"]:
         raise EvaluateInputError(

@@ -26,6 +26,7 @@ from avemo.config import PreprocessParams
 from avemo.parquet_io import ParquetSink, write_table
 from avemo.progress import Progress
 from avemo.provenance import provenance
+from tasks.audio.frontends import tool_identity
 from tasks.clip import ClipFeatures, StageFailure, clip_features, face_models, read_sources
 from tasks.video.embeddings import FaceEmbedder
 
@@ -80,11 +81,25 @@ class _Outputs:
         self.sinks["segments"].write(outcome.segments)
         if outcome.frames is not None:
             self.sinks["frames"].write(outcome.frames)
+        for name, row in outcome.frontends.items():
+            self._frontend_sink(name, row).write(row)
         for stage, seconds in outcome.seconds.items():
-            self.stage_seconds[stage] += seconds
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
         self.cached_stages += sum(outcome.cached.values())
         if not all(outcome.cached.values()):
             self.computed_clips.append(outcome.clip["clip_id"])
+
+    def _frontend_sink(self, name: str, row: pa.Table) -> ParquetSink:
+        """A front-end's file, opened at its first row: the row's column types give its widths."""
+        key = f"frontend_{name}"
+        if key not in self.sinks:
+            frame_dim = row.schema.field("frames").type.value_type.list_size
+            pooled_dim = row.schema.field("clip_pooled").type.list_size
+            out_dir = self.sinks["clips"].path.parent
+            self.sinks[key] = ParquetSink(
+                out_dir / f"{key}.parquet", schemas.frontend_schema(name, frame_dim, pooled_dim)
+            )
+        return self.sinks[key]
 
 
 def _sinks(out_dir: Path, params: PreprocessParams, embedder: FaceEmbedder | None) -> dict[str, ParquetSink]:
@@ -102,6 +117,7 @@ def _sinks(out_dir: Path, params: PreprocessParams, embedder: FaceEmbedder | Non
 def _commit(outputs: _Outputs, manifest: Path, corpus_dir: Path, sources, embedder, params, started: float) -> None:
     """Provenance into every feature file's footer, then each moved into place; failures.parquet last."""
     extra = {
+        "frontends": {name: tool_identity(name, params) for name in params.frontends},
         "manifest": str(manifest),
         "corpus_dir": str(corpus_dir),
         "sources": {s.clip_id: s.sha256 for s in sources},
@@ -116,8 +132,11 @@ def _commit(outputs: _Outputs, manifest: Path, corpus_dir: Path, sources, embedd
     params_doc = params.model_dump(mode="json")
     for sink in outputs.sinks.values():
         sink.commit(provenance("preprocess", params_doc, **extra))
-    failures = pa.table({name: [getattr(f, name) for f in outputs.failures] for name in schemas.FAILURES.names})
     out_dir = outputs.sinks["clips"].path.parent
+    for stale in out_dir.glob("frontend_*.parquet"):  # a front-end this run did not compute is not its output
+        if stale.stem not in outputs.sinks:
+            stale.unlink()
+    failures = pa.table({name: [getattr(f, name) for f in outputs.failures] for name in schemas.FAILURES.names})
     write_table(
         failures,
         out_dir / "failures.parquet",
@@ -133,6 +152,8 @@ def preprocess_flow(manifest: Path, out_dir: Path, params: PreprocessParams) -> 
     started = time.perf_counter()
     sources, failures, corpus_dir = read_sources(manifest)
     cache = StageCache(params.cache_dir)
+    for name in params.frontends:  # a missing package or model stops here, before any clip
+        tool_identity(name, params)
     embedder = face_models(params)[1] if any(s.info.has_video for s in sources) else None
     logger.info("preprocessing %d clips (%d failed probing) from %s", len(sources), len(failures), corpus_dir)
     clips = clip_task.map(sources, unmapped(params), unmapped(cache))

@@ -8,6 +8,7 @@ the command's start.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -92,14 +93,16 @@ def _analyse_systems(
 ) -> tuple[dict[str, SystemAnalysis], dict[str, str], list[Features]]:
     """Each system's analysis, the true emotion of every clip, and the features loaded for them (once
     per kind of input: systems that read the same features share them)."""
-    loaded: dict[tuple[str, frozenset[str]], tuple[Features, TaskLabels]] = {}
+    loaded: dict[tuple[str, frozenset[str], str | None], tuple[Features, TaskLabels]] = {}
     analyses: dict[str, SystemAnalysis] = {}
     label_of: dict[str, str] = {}
     for system in systems:
         spec = get_spec(system)
-        key = (spec.input_kind, spec.needs)
+        train_json = Path(models_dir) / system / "train.json"
+        frontend = json.loads(train_json.read_text()).get("frontend") if train_json.exists() else None
+        key = (spec.input_kind, spec.needs, frontend)
         if key not in loaded:
-            features = load_features(features_dir, spec.needs, spec.input_kind)
+            features = load_features(features_dir, spec.needs, spec.input_kind, frontend)
             loaded[key] = (features, task_labels(features, task))
         features, labels = loaded[key]
         if list(labels.classes) != classes:
@@ -126,7 +129,7 @@ def _examples(
         return {}
     candidates = set.intersection(*(set(a.test.clip_ids) for a in attending))
     picked = pick_examples(sorted(candidates), label_of, classes, settings.example_clips, settings.seed)
-    audio = next((f for f in loaded if f.spectrograms is not None), None)
+    audio = next((f for f in loaded if f.audio is not None), None)
     if audio is None:  # only video systems: load the spectrograms for the picture alone
         audio = load_features(features_dir, {"audio"}, "clip")
     return load_example_data(features_dir, audio, picked)

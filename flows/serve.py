@@ -175,7 +175,7 @@ def predict_heldout(model_dir: Path, features_dir: Path) -> dict[str, tuple[str,
     models = [load_trained(path) for path in checkpoints]
     first = models[0]
     spec = get_spec(first.model_name)
-    features = load_features(features_dir, spec.needs, spec.input_kind)
+    features = load_features(features_dir, spec.needs, spec.input_kind, first.shapes.audio_frontend)
     truth = task_labels(features, first.task)
     true_of = {clip: truth.classes[i] for clip, i in truth.index.items()}
     clips = truth.labelled(features.clip_ids)
@@ -246,11 +246,11 @@ def _preprocess_parts(
 
 def _train_candidate(system: str, params: Params, layout: ServeLayout, candidate_dir: Path) -> dict[str, Any]:
     """The candidate trained on the development speakers; its cross-validation metrics."""
-    serve = params.serve
-    train_params = params.train.model_copy(
-        update={"features_dir": layout.features("development"), "split": serve.split or params.train.split}
+    serve, choice = params.serve, params.system(system)
+    train_params = choice.train.model_copy(
+        update={"features_dir": layout.features("development"), "split": serve.split or choice.train.split}
     )
-    run_train(system, train_params, params.models.get(system, {}), candidate_dir / "models")
+    run_train(system, train_params, choice.hyperparameters, candidate_dir / "models", choice.frontend)
     return evaluate_flow(
         system=system,
         model_dir=candidate_dir / "models",

@@ -29,7 +29,7 @@ from avemo.config import TrainParams
 from avemo.distributed import barrier, current_world, process_group
 from avemo.parquet_io import read_provenance, write_table
 from avemo.provenance import provenance
-from models.registry import get_spec
+from models.registry import ModelSpecError, get_spec
 from tasks.learning.checkpoints import save_trained
 from tasks.learning.features import Features, TaskLabels, load_features, task_labels
 from tasks.learning.fit import fit
@@ -131,12 +131,15 @@ def fit_fold(
 
 
 @flow(name="train")
-def train_flow(system: str, params: TrainParams, hyperparameters: dict[str, Any], out_dir: Path) -> list[RunSummary]:
-    """Train ``system`` on every fold and seed; checkpoints, folds.parquet and train.json go to ``out_dir``."""
+def train_flow(
+    system: str, params: TrainParams, hyperparameters: dict[str, Any], out_dir: Path, frontend: str | None = None
+) -> list[RunSummary]:
+    """Train ``system`` on every fold and seed, reading the audio ``frontend`` (None: its paper's);
+    checkpoints, folds.parquet and train.json go to ``out_dir``."""
     logger = _logger()
     world = current_world()
     spec = get_spec(system)
-    features = load_features(params.features_dir, spec.needs, spec.input_kind)
+    features = load_features(params.features_dir, spec.needs, spec.input_kind, frontend)
     labels = task_labels(features, params.task)
     clips = labels.labelled(features.clip_ids)
     speaker_of = dict(zip(features.clip_ids, features.speakers, strict=True))
@@ -176,6 +179,7 @@ def train_flow(system: str, params: TrainParams, hyperparameters: dict[str, Any]
         "train",
         params.model_dump(mode="json"),
         system=system,
+        frontend=features.audio_frontend if "audio" in spec.needs else None,
         hyperparameters=hyperparameters,
         classes=list(labels.classes),
         left_out=({**features.dropped, **labels.dropped}),
@@ -188,13 +192,23 @@ def train_flow(system: str, params: TrainParams, hyperparameters: dict[str, Any]
     return summaries
 
 
-def run_train(system: str, params: TrainParams, hyperparameters: dict[str, Any], out_dir: Path) -> list[RunSummary]:
+def run_train(
+    system: str, params: TrainParams, hyperparameters: dict[str, Any], out_dir: Path, frontend: str | None = None
+) -> list[RunSummary]:
     """The train flow; under torchrun, in the process group, as a Prefect flow on rank 0 only."""
-    get_spec(system)  # an unknown system fails here, before a process group or Prefect's server starts
+    spec = get_spec(system)  # an unknown system fails here, before a process group or Prefect's server starts
+    if frontend is not None and frontend not in spec.frontends:
+        raise ModelSpecError(
+            f"{system} reads the audio front-ends {', '.join(spec.frontends) or 'none'}, not {frontend!r}"
+        )
     with process_group(params.device) as world:
         if not world.is_main:
-            return train_flow.fn(system=system, params=params, hyperparameters=hyperparameters, out_dir=out_dir)
+            return train_flow.fn(
+                system=system, params=params, hyperparameters=hyperparameters, out_dir=out_dir, frontend=frontend
+            )
         # Prefect stub limit: with_options takes a TaskRunner[PrefectFuture[Any]], invariant, so no concrete runner fits
         runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=params.workers)
         configured = train_flow.with_options(task_runner=runner)  # type: ignore[arg-type]
-        return configured(system=system, params=params, hyperparameters=hyperparameters, out_dir=out_dir)
+        return configured(
+            system=system, params=params, hyperparameters=hyperparameters, out_dir=out_dir, frontend=frontend
+        )

@@ -41,10 +41,12 @@ class AVEFInputError(AvemoError):
 class AVEFConfig:
     num_classes: int
     # The input's sizes: the features' own (models.registry.InputShapes), never a second copy.
-    mel_bins: int  # log-mel bands of a segment image (64 in the paper)
-    mel_frames: int  # its analysis frames (64: 25 ms + 63 x 10 ms = 655 ms)
+    mel_bins: int | None  # log-mel bands of a segment image (64 in the paper); None: a pretrained front-end
+    mel_frames: int | None  # its analysis frames (64: 25 ms + 63 x 10 ms = 655 ms)
     frames: int  # face crops per segment (16)
     crop_size: int  # S
+    audio_frontend: str = "logmel"  # the paper's log-mel images, or a pretrained front-end's segment vectors
+    audio_dim: int | None = None  # the width of those vectors
     width: float = 1.0  # conv channel multiplier of both CNNs; 1 = AlexNet / C3D
     fc_dim: int = 4096  # fc6 and fc7 of both CNNs, so the DBN's visible layer is 2 * 4096 = 8192
     dbn_hidden: tuple[int, ...] = (4096, 2048)  # the DBN's two hidden layers
@@ -139,6 +141,53 @@ class AudioNet(_ConvThenFC):
     def forward(self, audio: Tensor) -> SegmentOutput:
         """(B, 3, 64, 64) log-mel images -> fc8 logits and fc7."""
         return self.classify(audio)
+
+
+class AudioProjection(_ConvThenFC):
+    """AVEF's audio path on a pretrained front-end: the segment's vector (openSMILE functionals, Whisper's
+    pooled frames) straight into fc6 -> fc7 -> fc8, in place of the audio-net's convolutions, which are
+    there to learn features from a log-mel image."""
+
+    def __init__(self, num_classes: int, dim: int, fc_dim: int = 4096, dropout: float = 0.3) -> None:
+        super().__init__(nn.Sequential(), (dim,), fc_dim, num_classes, dropout)
+
+    def forward(self, audio: Tensor) -> SegmentOutput:
+        """(B, dim) segment vectors -> fc8 logits and fc7."""
+        return self.classify(audio)
+
+
+def build_audio_net(
+    num_classes: int,
+    mel_bins: int | None,
+    mel_frames: int | None,
+    audio_frontend: str,
+    audio_dim: int | None,
+    width: float,
+    fc_dim: int,
+    dropout: float,
+) -> AudioNet | AudioProjection:
+    """The audio-net on log-mel images, or the projection of a pretrained front-end's segment vectors."""
+    if audio_frontend == "logmel":
+        if mel_bins is None or mel_frames is None:
+            raise AVEFInputError("the audio-net needs the log-mel images' size (mel_bins, mel_frames)")
+        return AudioNet(num_classes, mel_bins, mel_frames, width, fc_dim, dropout)
+    if audio_dim is None:
+        raise AVEFInputError(f"the {audio_frontend} front-end's segment vectors need their width (audio_dim)")
+    return AudioProjection(num_classes, audio_dim, fc_dim, dropout)
+
+
+def avef_audio(
+    num_classes: int,
+    mel_bins: int | None,
+    mel_frames: int | None,
+    audio_frontend: str = "logmel",
+    audio_dim: int | None = None,
+    width: float = 1.0,
+    fc_dim: int = 4096,
+    dropout: float = 0.3,
+) -> AudioNet | AudioProjection:
+    """AVEF's audio path alone (the ``avef_audio`` system), on whichever front-end it reads."""
+    return build_audio_net(num_classes, mel_bins, mel_frames, audio_frontend, audio_dim, width, fc_dim, dropout)
 
 
 class VisualNet(_ConvThenFC):
@@ -281,8 +330,15 @@ class AVEF(nn.Module):
 
     def __init__(self, config: AVEFConfig) -> None:
         super().__init__()
-        self.audio_net = AudioNet(
-            config.num_classes, config.mel_bins, config.mel_frames, config.width, config.fc_dim, config.dropout
+        self.audio_net = build_audio_net(
+            config.num_classes,
+            config.mel_bins,
+            config.mel_frames,
+            config.audio_frontend,
+            config.audio_dim,
+            config.width,
+            config.fc_dim,
+            config.dropout,
         )
         self.visual_net = VisualNet(
             config.num_classes, config.frames, config.crop_size, config.width, config.fc_dim, config.dropout

@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from models.attention import RelationAttention, SelfAttention, TransformerAttention
 from models.fbp import (
-    AudioEncoder,
     AudioStream,
     ClipOutput,
     EncoderConfig,
@@ -24,6 +23,7 @@ from models.fbp import (
     FBPInputError,
     StreamConfig,
     VideoStream,
+    build_audio_encoder,
     build_audio_stream,
     build_video_stream,
 )
@@ -146,7 +146,7 @@ class IntraModalAttentionFBP(nn.Module):
 
     def __init__(self, config: IntraModalConfig) -> None:
         super().__init__()
-        encoder = AudioEncoder(config.audio_channels, config.lrn_layers)
+        encoder = build_audio_encoder(config)
         self.audio_stream = AudioStream(encoder, build_pooling(config.attention, encoder.out_dim, config.attention_dim))
         assert config.video_dim is not None  # build_model refuses features without video for this model
         self.video_stream = VideoStream(build_pooling(config.attention, config.video_dim, config.attention_dim))

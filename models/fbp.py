@@ -45,6 +45,8 @@ class EncoderConfig:
 
     num_classes: int
     video_dim: int | None  # D_1, the face embeddings' width (304 FER2013 fc2, 512 VGGFace2); None: no video
+    audio_frontend: str = "linear"  # the papers' spectrogram, or a pretrained front-end's per-segment vectors
+    audio_dim: int | None = None  # the width of those vectors (the spectrogram's does not fix the encoder)
     audio_channels: tuple[int, ...] = ALEXNET_CHANNELS  # the last one is C (= 256 in the paper)
     lrn_layers: int = 2  # LRN after the first two convolutions, as in AlexNet and deep-fusion Fig. 2
 
@@ -182,10 +184,39 @@ class FrameConv(nn.Module):
         return self.conv(v.reshape(batch * frames, 1, dim)).reshape(batch, frames, self.out_dim)
 
 
-class AudioStream(nn.Module):
-    """Spectrogram -> AlexNet FCN -> attention pooling: e_a^g (Eqs. 2-6)."""
+class ProjectionEncoder(nn.Module):
+    """A pretrained front-end's vectors (openSMILE functionals or Whisper's pooled frames, one per 655 ms
+    segment) projected step by step to the C channels the AlexNet FCN would give: the FCN is there to
+    learn features from a spectrogram, which a pretrained front-end already is. Lengths are kept."""
 
-    def __init__(self, encoder: AudioEncoder, pooling: nn.Module) -> None:
+    min_frames = 1
+
+    def __init__(self, dim: int, channels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.project = nn.Sequential(nn.Linear(dim, channels), nn.ReLU(), nn.Dropout(dropout))
+        self.out_dim = channels
+
+    def forward(self, steps: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        if steps.dim() != 3:
+            raise FBPInputError(f"audio must be (batch, steps, dim), got shape {tuple(steps.shape)}")
+        valid = torch.arange(steps.shape[1], device=steps.device) < lengths[:, None]
+        return self.project(steps) * valid[..., None], lengths
+
+
+def build_audio_encoder(config: EncoderConfig) -> AudioEncoder | ProjectionEncoder:
+    """The papers' AlexNet FCN on the linear spectrogram, or a projection of a pretrained front-end."""
+    if config.audio_frontend == "linear":
+        return AudioEncoder(config.audio_channels, config.lrn_layers)
+    if config.audio_dim is None:
+        raise FBPInputError(f"the {config.audio_frontend} front-end's vectors need their width (audio_dim)")
+    return ProjectionEncoder(config.audio_dim, config.audio_channels[-1])
+
+
+class AudioStream(nn.Module):
+    """Spectrogram -> AlexNet FCN (or a pretrained front-end's projection) -> attention pooling: e_a^g
+    (Eqs. 2-6)."""
+
+    def __init__(self, encoder: AudioEncoder | ProjectionEncoder, pooling: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling
@@ -217,7 +248,7 @@ class VideoStream(nn.Module):
 
 
 def build_audio_stream(config: StreamConfig) -> AudioStream:
-    encoder = AudioEncoder(config.audio_channels, config.lrn_layers)
+    encoder = build_audio_encoder(config)
     C = encoder.out_dim
     return AudioStream(encoder, ScaledSoftmaxAttention(C, config.temperature_a, hidden_dim=C))
 

@@ -18,7 +18,7 @@ from typing import Literal
 from torch import nn
 
 from avemo.errors import AvemoError
-from models.avef import AVEF, AudioNet, AVEFConfig, VisualNet
+from models.avef import AVEF, AVEFConfig, VisualNet, avef_audio
 from models.baselines import (
     AudioOnly,
     ConcatFusion,
@@ -28,9 +28,16 @@ from models.baselines import (
     IntraModalConfig,
     VideoOnly,
 )
+from models.classical import LogisticRegression, LogRegConfig, SupportVectorMachine, SVMConfig
 from models.fbp import FBPConfig, FBPNet, StreamConfig
 
-InputKind = Literal["segment", "clip"]
+# segment: one 655 ms segment at a time (AVEF); clip: a clip's sequences (FBP family, baselines); pooled: a
+# clip's front-end vector (the classical systems).
+InputKind = Literal["segment", "clip", "pooled"]
+# The audio front-end each kind reads when a system names none: the papers' own, and for the classical
+# systems eGeMAPS, the set its authors proposed as the common reference.
+PAPER_FRONTENDS: dict[str, str] = {"clip": "linear", "segment": "logmel", "pooled": "egemaps"}
+PRETRAINED_FRONTENDS: tuple[str, ...] = ("egemaps", "compare", "whisper")
 MODALITIES: tuple[str, ...] = ("audio", "video")
 
 
@@ -53,6 +60,8 @@ class InputShapes:
     faces_per_segment: int | None = None  # ... and its face crops
     crop_size: int | None = None  # S of the S x S crops
     embedding_dim: int | None = None  # clip models: width of a frame's face embedding
+    audio_frontend: str | None = None  # the audio front-end the features come from (linear, logmel, whisper, ...)
+    audio_dim: int | None = None  # width of its audio vectors, where they are vectors (not log-mel images)
 
 
 # Constructor field -> the InputShapes size it takes; a model's spec lists the ones it has.
@@ -62,6 +71,8 @@ SHAPE_FIELDS: dict[str, str] = {
     "frames": "faces_per_segment",
     "crop_size": "crop_size",
     "video_dim": "embedding_dim",
+    "audio_frontend": "audio_frontend",
+    "audio_dim": "audio_dim",
 }
 
 
@@ -74,6 +85,26 @@ class ModelSpec:
     hyperparameters: tuple[str, ...]  # the keyword arguments build accepts besides num_classes and sizes
     description: str
     sizes: tuple[str, ...] = ()  # constructor fields the features' InputShapes fill (SHAPE_FIELDS)
+
+    @property
+    def frontends(self) -> tuple[str, ...]:
+        """The audio front-ends the model reads, its paper's first; none for a video model."""
+        if "audio" not in self.needs:
+            return ()
+        paper = PAPER_FRONTENDS[self.input_kind]
+        return tuple(dict.fromkeys((paper, *PRETRAINED_FRONTENDS)))
+
+    def missing_sizes(self, shapes: InputShapes) -> list[str]:
+        """The sizes the features lack for this model: a video model's, and its audio front-end's."""
+        frontend = shapes.audio_frontend or PAPER_FRONTENDS[self.input_kind]
+        optional = {"audio_frontend"}  # not said: the model's paper front-end
+        if "video" not in self.needs:
+            optional.add("video_dim")
+        if frontend != "logmel":
+            optional |= {"mel_bins", "mel_frames"}
+        if frontend in ("linear", "logmel"):
+            optional.add("audio_dim")
+        return [SHAPE_FIELDS[f] for f in self.sizes if getattr(shapes, SHAPE_FIELDS[f]) is None and f not in optional]
 
 
 def _configured(
@@ -96,7 +127,7 @@ def _configured(
     return ModelSpec(name, frozenset(needs), kind, build, hyperparameters, description, sizes)
 
 
-def _direct(name: str, needs: set[str], model: type[nn.Module], description: str) -> ModelSpec:
+def _direct(name: str, needs: set[str], model: Callable[..., nn.Module], description: str) -> ModelSpec:
     """A segment sub-network whose constructor takes its hyper-parameters as arguments."""
     names = [p for p in inspect.signature(model).parameters if p != "num_classes"]
     sizes = tuple(p for p in names if p in SHAPE_FIELDS)
@@ -142,7 +173,23 @@ MODELS: dict[str, ModelSpec] = {
             )
             for kind in ("self", "relation", "transformer")
         ),
-        _direct("avef_audio", {"audio"}, AudioNet, "AVEF's audio-net alone: AlexNet-shaped CNN on log-mel segments"),
+        _configured(
+            "logreg",
+            {"audio"},
+            "pooled",
+            LogisticRegression,
+            LogRegConfig,
+            "multinomial logistic regression on a front-end's clip vector (the classical reference)",
+        ),
+        _configured(
+            "svm",
+            {"audio"},
+            "pooled",
+            SupportVectorMachine,
+            SVMConfig,
+            "support vector machine (RBF) on a front-end's clip vector, calibrated probabilities",
+        ),
+        _direct("avef_audio", {"audio"}, avef_audio, "AVEF's audio-net alone: AlexNet-shaped CNN on log-mel segments"),
         _direct("avef_video", {"video"}, VisualNet, "AVEF's visual-net alone: C3D-shaped CNN on face-crop segments"),
     )
 }
@@ -159,12 +206,16 @@ def build_model(name: str, num_classes: int, shapes: InputShapes, **hyperparamet
     """The named model for features of ``shapes``, with its paper's defaults, any of which
     ``hyperparameters`` overrides."""
     spec = get_spec(name)
-    sizes = {field: getattr(shapes, SHAPE_FIELDS[field]) for field in spec.sizes}
-    needed = [
-        SHAPE_FIELDS[f] for f, size in sizes.items() if size is None and (f != "video_dim" or "video" in spec.needs)
-    ]
+    if shapes.audio_frontend is not None and spec.frontends and shapes.audio_frontend not in spec.frontends:
+        raise ModelSpecError(
+            f"model {name!r} reads the audio front-ends {', '.join(spec.frontends)}, not {shapes.audio_frontend!r}"
+        )
+    needed = spec.missing_sizes(shapes)
     if needed:
         raise ModelSpecError(f"model {name!r} needs features with {', '.join(needed)}; these features have none")
+    sizes = {field: getattr(shapes, SHAPE_FIELDS[field]) for field in spec.sizes}
+    if sizes.get("audio_frontend", "") is None:
+        del sizes["audio_frontend"]  # not said: the model's own, its paper's
     unknown = sorted(set(hyperparameters) - set(spec.hyperparameters))
     if unknown:
         raise ModelSpecError(

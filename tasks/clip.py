@@ -10,6 +10,9 @@ reads, its code):
 * ``faces`` (``tasks.video.stage``): MTCNN on the frames of the kept segments, crops, each segment's
   frames. Reads ``audio``, ``vad``, ``segment`` (they fix the segments) and ``faces``.
 * ``face_features``: an expression embedding per crop. Reads what ``faces`` reads and ``face_features``.
+* ``frontend-NAME`` (``tasks.audio.frontends``), for each of ``preprocess.frontends``: openSMILE's or
+  Whisper's frames and pooled vectors over the same segments. Reads what ``audio`` reads for the segments,
+  ``whisper`` for Whisper, and the tool's identity (openSMILE's release, Whisper's weights' sha256).
 
 A stage that fails gives a :class:`StageFailure` naming the stage and the reason; later stages pass it on.
 """
@@ -31,6 +34,7 @@ from avemo.cache import StageCache, stage_key
 from avemo.config import FaceFeatureParams, PreprocessParams
 from avemo.parquet_io import read_provenance, read_table
 from avemo.provenance import code_version
+from tasks.audio.frontends import compute_frontend, tool_identity
 from tasks.audio.stage import compute_audio
 from tasks.probe import MediaInfo
 from tasks.stage import StageError, Tables
@@ -43,6 +47,11 @@ _SEGMENTS_CODE = ("tasks.audio.stage", "tasks.demux", "tasks.audio.vad", "tasks.
 AUDIO_CODE = (*_SEGMENTS_CODE, "tasks.audio.preemphasis", "tasks.audio.spectrograms")
 FACES_CODE = (*_SEGMENTS_CODE, "tasks.video.stage", "tasks.video.faces", "tasks.video.mtcnn", "tasks.video.frame_rule")
 FACE_FEATURES_CODE = (*FACES_CODE, "tasks.video.embeddings")
+FRONTEND_CODE = {
+    "egemaps": (*_SEGMENTS_CODE, "tasks.audio.frontends", "tasks.audio.opensmile_features"),
+    "compare": (*_SEGMENTS_CODE, "tasks.audio.frontends", "tasks.audio.opensmile_features"),
+    "whisper": (*_SEGMENTS_CODE, "tasks.audio.frontends", "tasks.audio.whisper_encoder"),
+}
 
 _MEDIA_FIELDS = [f for f in MediaInfo.__dataclass_fields__]
 
@@ -87,6 +96,7 @@ class ClipFeatures:
     clip: dict[str, Any]
     segments: pa.Table
     frames: pa.Table | None
+    frontends: dict[str, pa.Table]  # name -> the clip's row of frontend_NAME.parquet
     seconds: dict[str, float]
     cached: dict[str, bool]
 
@@ -153,6 +163,11 @@ def stage_keys(params: PreprocessParams, sha256: str, embedder: FaceEmbedder | N
     if embedder is not None:
         features = {**faces, "extractor": embedder.name, "weights_sha256": embedder.weights_sha256}
         keys["face_features"] = stage_key("face_features", sha256, features, code_version(*FACE_FEATURES_CODE))
+    for name in params.frontends:
+        settings = {**audio_chain, **tool_identity(name, params)}
+        if name == "whisper":
+            settings["whisper"] = params.whisper.model_dump(include={"pad_to_s", "compute_type"}, mode="json")
+        keys[f"frontend-{name}"] = stage_key(f"frontend-{name}", sha256, settings, code_version(*FRONTEND_CODE[name]))
     return keys
 
 
@@ -172,6 +187,10 @@ def _run(
     return StageResult(tables, time.perf_counter() - started, False)
 
 
+def _key_of(keys: Callable[[], dict[str, str]], stage: str) -> str:
+    return keys()[stage]
+
+
 def clip_features(
     source: ClipSource, params: PreprocessParams, *, with_faces: bool = True, cache: StageCache | None = None
 ) -> ClipFeatures | StageFailure:
@@ -186,10 +205,23 @@ def clip_features(
     )
     if isinstance(audio, StageFailure):
         return audio
-    if not (with_faces and source.info.has_video):
-        return assemble(source, audio, None, None, params)
-    detector, embedder = face_models(params)
     segments = audio.tables["segments"]
+    frontends: dict[str, StageResult] = {}
+    for name in params.frontends:
+        stage = f"frontend-{name}"
+        result = _run(
+            source,
+            stage,
+            functools.partial(compute_frontend, name, source.file, source.info, segments, params),
+            cache,
+            functools.partial(_key_of, keys, stage),
+        )
+        if isinstance(result, StageFailure):
+            return result
+        frontends[name] = result
+    if not (with_faces and source.info.has_video):
+        return assemble(source, audio, None, None, frontends, params)
+    detector, embedder = face_models(params)
     faces = _run(
         source,
         "faces",
@@ -209,7 +241,7 @@ def clip_features(
     )
     if isinstance(features, StageFailure):
         return features
-    return assemble(source, audio, faces, features, params)
+    return assemble(source, audio, faces, features, frontends, params)
 
 
 def _face_columns(faces: StageResult, features: StageResult, clip_id: str) -> tuple[pa.Table, dict[str, Any]]:
@@ -258,6 +290,7 @@ def assemble(
     audio: StageResult,
     faces: StageResult | None,
     features: StageResult | None,
+    frontends: dict[str, StageResult],
     params: PreprocessParams,
 ) -> ClipFeatures:
     """Join a clip's stage results into its rows of clips, segments and frames (no faces: audio only)."""
@@ -280,7 +313,16 @@ def assemble(
             **face_columns,
         }
     )
-    stages = {"audio": audio, "faces": faces, "face_features": features}
+    stages = {
+        "audio": audio,
+        "faces": faces,
+        "face_features": features,
+        **{f"frontend-{k}": v for k, v in frontends.items()},
+    }
     seconds = {name: r.seconds for name, r in stages.items() if r is not None}
     cached = {name: r.cached for name, r in stages.items() if r is not None}
-    return ClipFeatures(_clip_row(source, audio.tables, n, frames), segment_rows, frames, seconds, cached)
+    rows = {
+        name: result.tables["frontend"].add_column(0, "clip_id", pa.array([source.clip_id], pa.string()))
+        for name, result in frontends.items()
+    }
+    return ClipFeatures(_clip_row(source, audio.tables, n, frames), segment_rows, frames, rows, seconds, cached)

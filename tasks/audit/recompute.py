@@ -326,7 +326,8 @@ def _recompute_predictions(
     chosen = sample_clips([clip] if clip else stored, n, seed)
     folds = pq.read_table(model_dir / "folds.parquet").to_pylist()
     spec = get_spec(cast(str, system))  # every evaluate run records its system; without one get_spec refuses None
-    features = load_features(resolve(details["features"], root), spec.needs, spec.input_kind)
+    features_dir = resolve(details["features"], root)
+    features = load_features(features_dir, spec.needs, spec.input_kind, train_doc.get("frontend"))
     labels = task_labels(features, train_doc["params"]["task"])
     folds_run = sorted({stored[c]["fold"] for c in chosen})
     notes.append(f"re-predicted the whole test set of fold(s) {', '.join(folds_run)} with the recorded checkpoints")

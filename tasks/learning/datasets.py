@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from torch.utils.data import Dataset
 
 from models.registry import InputKind
 from tasks.learning.features import DatasetError, Features, TaskLabels
-from tasks.learning.standardization import Standardizer, per_clip_standardization
+from tasks.learning.standardization import Standardizer, audio_key, per_clip_standardization
 
 
 @dataclass(frozen=True)
@@ -118,11 +119,12 @@ class ClipDataset(Dataset):
         self._rng = masking.rng() if masking else None
         self.labels = np.array([labels.index[c] for c in self.clip_ids], dtype=np.int64)
         needs = features.loaded if needs is None else frozenset(needs)
-        self.spectrograms = features.spectrograms if "audio" in needs else None
+        self.audio = features.audio if "audio" in needs else None
         self.embeddings = features.embeddings if "video" in needs else None
-        if (self.spectrograms is None and "audio" in needs) or (self.embeddings is None and "video" in needs):
+        if (self.audio is None and "audio" in needs) or (self.embeddings is None and "video" in needs):
             raise DatasetError(f"the features were loaded without some of {sorted(needs)}; load them with these needs")
         self.standardization = per_clip_standardization(features, self.clip_ids, standardization)
+        self.audio_key = audio_key(features.audio_frontend)
         self.min_frames = min_frames
 
     def __len__(self) -> int:
@@ -131,8 +133,8 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[np.ndarray | None, np.ndarray | None, int, str]:
         clip = self.clip_ids[i]
         audio = video = None
-        if self.spectrograms is not None:
-            audio = self.standardization[clip].apply("spectrogram", self.spectrograms[clip])
+        if self.audio is not None:
+            audio = self.standardization[clip].apply(self.audio_key, self.audio[clip])
             if self.masking is not None:
                 assert self._rng is not None  # made with the masking
                 audio = self.masking.apply(audio, band_axis=1, frame_axis=0, rng=self._rng)
@@ -190,6 +192,7 @@ class SegmentDataset(Dataset):
         self.rows = np.flatnonzero(np.isin(self.arrays.clip_ids, self.clip_ids))
         self.labels = np.array([labels.index[c] for c in self.arrays.clip_ids[self.rows]], dtype=np.int64)
         self.standardization = per_clip_standardization(features, self.clip_ids, standardization)
+        self.audio_key = audio_key(features.audio_frontend)
         self.with_audio = "audio" in needs
         self.with_video = "video" in needs
         if self.with_video and self.arrays.crops is None:
@@ -201,8 +204,8 @@ class SegmentDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[np.ndarray | None, np.ndarray | None, int, str, int]:
         row = self.rows[i]
         clip = str(self.arrays.clip_ids[row])
-        audio = self.standardization[clip].apply("log_mel", self.arrays.log_mel[row]) if self.with_audio else None
-        if audio is not None and self.masking is not None:
+        audio = self.standardization[clip].apply(self.audio_key, self.arrays.audio[row]) if self.with_audio else None
+        if audio is not None and self.masking is not None and audio.ndim == 3:  # images, not vectors
             assert self._rng is not None  # made with the masking
             audio = self.masking.apply(audio, band_axis=1, frame_axis=2, rng=self._rng)
         video = None
@@ -226,6 +229,52 @@ def collate_segments(
     )
 
 
+@dataclass(frozen=True)
+class PooledBatch:
+    audio: Tensor  # (B, P) standardised front-end vectors
+    labels: Tensor
+    clip_ids: list[str]
+
+    def inputs(self, device: torch.device | str) -> dict[str, Tensor]:
+        return {"audio": self.audio.to(device)}
+
+
+class PooledDataset(Dataset):
+    """One item per clip: its front-end's standardised clip vector (the classical systems' input)."""
+
+    def __init__(
+        self, features: Features, labels: TaskLabels, clip_ids: Sequence[str], standardization: Standardizer
+    ) -> None:
+        self.clip_ids = _check_clips(features, labels, clip_ids)
+        if features.pooled is None:
+            raise DatasetError("these features were loaded for another kind of model; load them with kind='pooled'")
+        self.pooled = features.pooled
+        self.labels = np.array([labels.index[c] for c in self.clip_ids], dtype=np.int64)
+        self.standardization = per_clip_standardization(features, self.clip_ids, standardization)
+        self.audio_key = audio_key(features.audio_frontend)
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int, str]:
+        clip = self.clip_ids[i]
+        return self.standardization[clip].apply(self.audio_key, self.pooled[clip]), int(self.labels[i]), clip
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(clips, P) standardised vectors and their class indices: what a classical classifier fits on."""
+        if not self.clip_ids:
+            return np.zeros((0, 0), np.float32), self.labels
+        return np.stack([self[i][0] for i in range(len(self))]), self.labels
+
+
+def collate_pooled(items: list[tuple[np.ndarray, int, str]]) -> PooledBatch:
+    vectors, labels, clips = zip(*items, strict=True)
+    return PooledBatch(torch.from_numpy(np.stack(vectors)), torch.tensor(labels, dtype=torch.int64), list(clips))
+
+
+AnyDataset = ClipDataset | SegmentDataset | PooledDataset
+
+
 def make_dataset(
     features: Features,
     labels: TaskLabels,
@@ -234,12 +283,19 @@ def make_dataset(
     needs: Iterable[str] | None = None,
     min_frames: int = 1,
     masking: Masking | None = None,
-) -> ClipDataset | SegmentDataset:
+) -> AnyDataset:
     """The dataset of the features' input kind, giving the modalities ``needs`` names."""
+    if features.kind == "pooled":
+        return PooledDataset(features, labels, clip_ids, standardization)
     if features.kind == "segment":
         return SegmentDataset(features, labels, clip_ids, standardization, needs, masking)
     return ClipDataset(features, labels, clip_ids, standardization, needs, min_frames, masking)
 
 
-def collate_for(kind: InputKind):
-    return collate_segments if kind == "segment" else collate_clips
+def collate_for(kind: InputKind) -> Callable[[list[Any]], Any]:
+    collates: dict[str, Callable[[list[Any]], Any]] = {
+        "segment": collate_segments,
+        "clip": collate_clips,
+        "pooled": collate_pooled,
+    }
+    return collates[kind]

@@ -26,7 +26,7 @@ from avemo import schemas
 from avemo.errors import AvemoError
 from avemo.labels import binary_task_labels
 from avemo.parquet_io import read_table
-from models.registry import MODALITIES, InputKind, InputShapes, ModalityError
+from models.registry import MODALITIES, PAPER_FRONTENDS, InputKind, InputShapes, ModalityError
 
 Task = Literal["emotion", "arousal", "valence"]
 
@@ -44,7 +44,7 @@ class SegmentArrays:
 
     clip_ids: np.ndarray  # (N,) str
     segments: np.ndarray  # (N,) int, the segment's index within its clip
-    log_mel: np.ndarray  # (N, 3, mel bands, frames) float32: [static, delta, delta2] first
+    audio: np.ndarray  # (N, 3, mel bands, frames) log-mel images, [static, delta, delta2] first; or (N, P)
     face_rows: np.ndarray | None  # (N, 16) rows of ``crops``; None when video was not loaded
     crops: np.ndarray | None  # (M, S, S, 3) uint8 face crops of every referenced frame
 
@@ -59,34 +59,53 @@ class Features:
     modalities: frozenset[str]  # what the folder offers: "audio", and "video" when faces were found
     kind: InputKind
     dropped: dict[str, int]  # reason -> clips left out (e.g. no face frames for a video model)
-    spectrograms: dict[str, np.ndarray] | None = None  # clip -> (T, bins), clip kind with audio
+    audio: dict[str, np.ndarray] | None = None  # clip -> (T, D) audio steps (spectrogram frames, ...), clip kind
     embeddings: dict[str, np.ndarray] | None = None  # clip -> (L, D), clip kind with video
     segments: SegmentArrays | None = None  # segment kind
+    pooled: dict[str, np.ndarray] | None = None  # clip -> (P,) the front-end's clip vector, pooled kind
+    frontend: str = ""  # the audio front-end the arrays come from; "": the kind's paper front-end
+
+    @property
+    def audio_frontend(self) -> str:
+        return self.frontend or PAPER_FRONTENDS[self.kind]
 
     @property
     def loaded(self) -> frozenset[str]:
         """The modalities whose arrays were read: those the loading model needs, not all available."""
+        if self.pooled is not None:
+            return frozenset({"audio"})
         if self.segments is not None:
             return frozenset({"audio", *(["video"] if self.segments.crops is not None else [])})
-        return frozenset(
-            m for m, arrays in (("audio", self.spectrograms), ("video", self.embeddings)) if arrays is not None
-        )
+        return frozenset(m for m, arrays in (("audio", self.audio), ("video", self.embeddings)) if arrays is not None)
 
     @property
     def shapes(self) -> InputShapes:
         """The loaded arrays' sizes, which a model is built for: they come from the Parquet columns'
         fixed shapes, so changing, say, ``faces.crop_size`` needs no second setting anywhere."""
-        if self.segments is not None:
-            _, bands, frames = self.segments.log_mel.shape[1:]
-            crops, rows = self.segments.crops, self.segments.face_rows
+        frontend = self.audio_frontend
+        if self.pooled is not None:
+            first_pooled = next(iter(self.pooled.values()), None)
             return InputShapes(
-                mel_bands=bands,
-                segment_frames=frames,
+                audio_frontend=frontend, audio_dim=first_pooled.shape[0] if first_pooled is not None else None
+            )
+        if self.segments is not None:
+            audio, crops, rows = self.segments.audio, self.segments.crops, self.segments.face_rows
+            images = audio.ndim == 4
+            return InputShapes(
+                mel_bands=audio.shape[2] if images else None,
+                segment_frames=audio.shape[3] if images else None,
                 faces_per_segment=rows.shape[1] if rows is not None else None,
                 crop_size=crops.shape[1] if crops is not None else None,
+                audio_frontend=frontend,
+                audio_dim=None if images else audio.shape[1],
             )
         first = next(iter(self.embeddings.values()), None) if self.embeddings is not None else None
-        return InputShapes(embedding_dim=first.shape[1] if first is not None else None)
+        steps = next(iter(self.audio.values()), None) if self.audio is not None else None
+        return InputShapes(
+            embedding_dim=first.shape[1] if first is not None else None,
+            audio_frontend=frontend,
+            audio_dim=steps.shape[1] if steps is not None else None,
+        )
 
 
 def available_modalities(features_dir: Path) -> frozenset[str]:
@@ -113,14 +132,21 @@ def _read(features_dir: Path, name: str, columns: list[str]) -> pa.Table:
     return read_table(path, _SCHEMAS[name], columns=columns)
 
 
-def load_features(features_dir: Path, needs: Iterable[str], kind: InputKind = "clip") -> Features:
+def load_features(
+    features_dir: Path, needs: Iterable[str], kind: InputKind = "clip", frontend: str | None = None
+) -> Features:
     """Read the columns a model of input ``kind`` needing modalities ``needs`` reads, and nothing more.
 
-    Raises :class:`ModalityError` before reading any feature column when a needed modality is absent.
-    With video needed, clips without face frames cannot be used and are left out (counted in ``dropped``).
+    ``frontend``: the audio front-end to read (default: the kind's paper front-end, ``linear`` for clip
+    models, ``logmel`` for segment models); a pretrained one comes from ``frontend_NAME.parquet``: its
+    per-segment vectors, as a sequence for clip models and one per segment for segment models, or its
+    clip vector for pooled models. Raises :class:`ModalityError` before reading any feature column when a
+    needed modality is absent. With video needed, clips without face frames cannot be used and are left
+    out (counted in ``dropped``).
     """
     features_dir = Path(features_dir)
     needs = frozenset(needs)
+    frontend = frontend or PAPER_FRONTENDS[kind]
     modalities = available_modalities(features_dir)
     missing = [m for m in MODALITIES if m in needs - modalities]
     if missing:
@@ -144,17 +170,60 @@ def load_features(features_dir: Path, needs: Iterable[str], kind: InputKind = "c
         modalities=modalities,
         kind=kind,
         dropped=dropped,
+        frontend=frontend,
     )
     wanted = set(clip_ids)
     if kind == "clip":
+        audio = None
+        if "audio" in needs:
+            audio = (
+                _spectrograms(features_dir, wanted)
+                if frontend == "linear"
+                else _sequences(features_dir, frontend, wanted)
+            )
         return Features(
-            **common,
-            spectrograms=_spectrograms(features_dir, wanted) if "audio" in needs else None,
-            embeddings=_embeddings(features_dir, wanted) if "video" in needs else None,
+            **common, audio=audio, embeddings=_embeddings(features_dir, wanted) if "video" in needs else None
         )
     if kind == "segment":
-        return Features(**common, segments=_segments(features_dir, wanted, "video" in needs))
-    raise DatasetError(f"unknown input kind {kind!r}; use 'clip' or 'segment'")
+        return Features(**common, segments=_segments(features_dir, wanted, "video" in needs, frontend))
+    if kind == "pooled":
+        return Features(**common, pooled=_pooled(features_dir, frontend, wanted))
+    raise DatasetError(f"unknown input kind {kind!r}; use 'clip', 'segment' or 'pooled'")
+
+
+def _frontend_table(features_dir: Path, frontend: str, columns: list[str]) -> pa.Table:
+    path = Path(features_dir) / f"frontend_{frontend}.parquet"
+    if not path.exists():
+        raise DatasetError(
+            f"{features_dir} has no {frontend} front-end ({path.name}): add {frontend} to preprocess.frontends "
+            "and run `avemo preprocess` again (the other stages come from its cache)"
+        )
+    return read_table(path, schemas.frontend_schema(frontend, 0, 0), columns=["clip_id", *columns])
+
+
+def _nested_rows(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A list<fixed_size_list<float>> column as (offsets per row, one matrix of all inner vectors)."""
+    array = column.combine_chunks()
+    vectors = array.values
+    return array.offsets.to_numpy(), vectors.flatten().to_numpy(zero_copy_only=False).reshape(len(vectors), -1)
+
+
+def _sequences(features_dir: Path, frontend: str, wanted: set[str]) -> dict[str, np.ndarray]:
+    """Each clip's per-segment vectors of the front-end, in time order: a clip model's audio steps."""
+    table = _frontend_table(features_dir, frontend, ["segment_pooled"])
+    offsets, vectors = _nested_rows(table["segment_pooled"])
+    return {
+        clip: vectors[offsets[i] : offsets[i + 1]].astype(np.float32)
+        for i, clip in enumerate(table["clip_id"].to_pylist())
+        if clip in wanted
+    }
+
+
+def _pooled(features_dir: Path, frontend: str, wanted: set[str]) -> dict[str, np.ndarray]:
+    table = _frontend_table(features_dir, frontend, ["clip_pooled"])
+    column = table["clip_pooled"].combine_chunks()
+    matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
+    return {clip: matrix[i] for i, clip in enumerate(table["clip_id"].to_pylist()) if clip in wanted}
 
 
 def _spectrograms(features_dir: Path, wanted: set[str]) -> dict[str, np.ndarray]:
@@ -186,48 +255,59 @@ def _embeddings(features_dir: Path, wanted: set[str]) -> dict[str, np.ndarray]:
     return {clip: matrix[clips == clip] for clip in dict.fromkeys(clips.tolist())}
 
 
-def _segments(features_dir: Path, wanted: set[str], with_video: bool) -> SegmentArrays:
+def _segment_vectors(features_dir: Path, frontend: str, clip_ids: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """(N, P) the front-end's vector of each segment row (clip, segment index among the clip's kept ones)."""
+    sequences = _sequences(features_dir, frontend, set(clip_ids.tolist()))
+    try:
+        return np.stack([sequences[clip][index] for clip, index in zip(clip_ids, segments, strict=True)])
+    except (KeyError, IndexError) as err:
+        raise DatasetError(
+            f"{features_dir}: frontend_{frontend}.parquet lacks a segment of segments.parquet ({err}); "
+            "re-run `avemo preprocess` so both files come from one run"
+        ) from err
+
+
+def _face_rows(features_dir: Path, wanted: set[str], table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Each segment's rows of the crops, and the crops of every frame a segment refers to."""
+    frames = _frames(features_dir, wanted, ["crop"])
+    crops = frames["crop"].combine_chunks().to_numpy_ndarray()
+    row_of = {
+        key: row
+        for row, key in enumerate(zip(frames["clip_id"].to_pylist(), frames["frame_index"].to_pylist(), strict=True))
+    }
+    try:
+        face_rows = np.array(
+            [
+                [row_of[(clip, index)] for index in indices]
+                for clip, indices in zip(table["clip_id"].to_pylist(), table["face_frames"].to_pylist(), strict=True)
+            ],
+            dtype=np.int64,
+        )
+    except (KeyError, TypeError) as err:
+        raise DatasetError(
+            f"{features_dir}: a segment refers to a face frame missing from frames.parquet ({err}); "
+            "re-run `avemo preprocess` so both files come from one run"
+        ) from err
+    return face_rows, crops
+
+
+def _segments(features_dir: Path, wanted: set[str], with_video: bool, frontend: str) -> SegmentArrays:
     columns = [
         "clip_id",
         "segment",
-        "log_mel",
+        *(["log_mel"] if frontend == "logmel" else []),
         *(["face_frames"] if with_video else []),
     ]
     table = _read(features_dir, "segments.parquet", columns)
     table = table.filter(pc.is_in(table["clip_id"], pa.array(sorted(wanted))))
     clip_ids = np.asarray(table["clip_id"].to_pylist(), dtype=object)
-    # Stored as mel band x frame x channel; the CNNs want channels first.
-    log_mel = np.ascontiguousarray(table["log_mel"].combine_chunks().to_numpy_ndarray().transpose(0, 3, 1, 2))
-    face_rows = crops = None
-    if with_video:
-        frames = _frames(features_dir, wanted, ["crop"])
-        crops = frames["crop"].combine_chunks().to_numpy_ndarray()
-        row_of = {
-            key: row
-            for row, key in enumerate(
-                zip(frames["clip_id"].to_pylist(), frames["frame_index"].to_pylist(), strict=True)
-            )
-        }
-        try:
-            face_rows = np.array(
-                [
-                    [row_of[(clip, index)] for index in indices]
-                    for clip, indices in zip(clip_ids, table["face_frames"].to_pylist(), strict=True)
-                ],
-                dtype=np.int64,
-            )
-        except (KeyError, TypeError) as err:
-            raise DatasetError(
-                f"{features_dir}: a segment refers to a face frame missing from frames.parquet ({err}); "
-                "re-run `avemo preprocess` so both files come from one run"
-            ) from err
-    return SegmentArrays(
-        clip_ids=clip_ids,
-        segments=np.asarray(table["segment"].to_numpy(), dtype=np.int64),
-        log_mel=log_mel.astype(np.float32, copy=False),
-        face_rows=face_rows,
-        crops=crops,
-    )
+    segments = np.asarray(table["segment"].to_numpy(), dtype=np.int64)
+    if frontend == "logmel":  # stored as mel band x frame x channel; the CNNs want channels first
+        audio = np.ascontiguousarray(table["log_mel"].combine_chunks().to_numpy_ndarray().transpose(0, 3, 1, 2))
+    else:
+        audio = _segment_vectors(features_dir, frontend, clip_ids, segments)
+    face_rows, crops = _face_rows(features_dir, wanted, table) if with_video else (None, None)
+    return SegmentArrays(clip_ids, segments, audio.astype(np.float32, copy=False), face_rows, crops)
 
 
 @dataclass(frozen=True)

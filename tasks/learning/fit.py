@@ -33,9 +33,10 @@ from avemo.distributed import (
     rank_seed,
 )
 from models.avef import AVEF, pretrain_dbn
+from models.classical import FitsInOneStep
 from models.registry import InputKind, build_model, check_modalities
 from tasks.learning.checkpoints import load_checkpoint
-from tasks.learning.datasets import ClipDataset, Masking, SegmentDataset, collate_for, make_dataset
+from tasks.learning.datasets import AnyDataset, Masking, PooledDataset, collate_for, make_dataset
 from tasks.learning.features import Features, TaskLabels
 from tasks.learning.inference import Predictions, min_audio_frames, model_posteriors
 from tasks.learning.metrics import accuracy, confusion_matrix, unweighted_average_recall
@@ -130,7 +131,7 @@ def _validation_scores(predictions: Predictions) -> tuple[float, float, float]:
 
 
 def _validation_scores_of(
-    model: nn.Module, val_set: ClipDataset | SegmentDataset, classes: Sequence[str], device: torch.device
+    model: nn.Module, val_set: AnyDataset, classes: Sequence[str], device: torch.device
 ) -> tuple[float, float, float]:
     return _validation_scores(model_posteriors(model, val_set, classes, device=device))
 
@@ -144,9 +145,7 @@ def _pretrain_dbn(model: AVEF, loader: DataLoader, settings: TrainSettings, devi
     return pretrain_dbn(model.dbn, visible, settings.dbn_pretrain_epochs, settings.dbn_pretrain_lr)
 
 
-def _train_loader(
-    dataset: ClipDataset | SegmentDataset, collate: Callable, settings: TrainSettings, world: World
-) -> DataLoader:
+def _train_loader(dataset: AnyDataset, collate: Callable, settings: TrainSettings, world: World) -> DataLoader:
     """Shuffled batches of ``settings.batch_size`` items, the same on every process (same seed), each
     process loading its share of each; an empty share (a short last batch) comes out as None."""
     if settings.batch_size < world.size or len(dataset) < world.size:
@@ -215,8 +214,8 @@ class _FoldData:
     kind: InputKind
     standardization: Standardization | None
     train_stats: Standardizer
-    train_set: ClipDataset | SegmentDataset
-    val_set: ClipDataset | SegmentDataset | None
+    train_set: AnyDataset
+    val_set: AnyDataset | None
 
 
 def _fold_data(
@@ -290,6 +289,30 @@ def _epochs(
     return history, best_epoch
 
 
+def _fit_in_one_step(
+    model: nn.Module,
+    data: _FoldData,
+    classes: Sequence[str],
+    settings: TrainSettings,
+    device: torch.device,
+    progress: Callable[[EpochRecord], None] | None,
+) -> tuple[list[EpochRecord], int]:
+    """A classical system's fit (scikit-learn's solver, not epochs of gradient descent): one record, its
+    training loss and validation scores as an epoch's would be."""
+    assert isinstance(data.train_set, PooledDataset) and isinstance(model, FitsInOneStep)  # the pooled systems'
+    started = time.perf_counter()
+    x, y = data.train_set.matrix()
+    model.fit_classifier(x, y, settings.class_weighting, settings.seed)
+    train_loss, _, _ = _validation_scores_of(model, data.train_set, classes, device)
+    scores: tuple[float | None, float | None, float | None] = (None, None, None)
+    if data.val_set is not None:
+        scores = _validation_scores_of(model, data.val_set, classes, device)
+    record = EpochRecord(1, train_loss, *scores, time.perf_counter() - started)
+    if progress is not None:
+        progress(record)
+    return [record], 1
+
+
 def fit(
     model_name: str,
     features: Features,
@@ -326,7 +349,10 @@ def fit(
         if isinstance(model, AVEF) and settings.dbn_pretrain_epochs:
             collate = collate_for(features.kind)
             _pretrain_dbn(model, DataLoader(data.train_set, 64, collate_fn=collate), settings, device)
-        history, best_epoch = _epochs(model, data, labels.classes, settings, device, world, progress)
+        if spec.input_kind == "pooled":
+            history, best_epoch = _fit_in_one_step(model, data, labels.classes, settings, device, progress)
+        else:
+            history, best_epoch = _epochs(model, data, labels.classes, settings, device, world, progress)
         trained = Trained(
             model_name,
             hyperparameters,

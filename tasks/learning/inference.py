@@ -18,14 +18,8 @@ from torch.utils.data import DataLoader
 
 from models.avef import ClipSVM, average_pool_segments
 from models.fbp import AudioEncoder
-from models.registry import get_spec
-from tasks.learning.datasets import (
-    ClipDataset,
-    SegmentDataset,
-    collate_clips,
-    collate_segments,
-    make_dataset,
-)
+from models.registry import InputKind, get_spec
+from tasks.learning.datasets import AnyDataset, PooledDataset, SegmentDataset, collate_for, make_dataset
 from tasks.learning.features import Features, TaskLabels
 from tasks.learning.standardization import (
     speaker_standardization,
@@ -75,7 +69,7 @@ def _svm_posteriors(svm: ClipSVM, embeddings: np.ndarray, n_classes: int) -> np.
 @torch.no_grad()
 def model_posteriors(
     model: nn.Module,
-    dataset: ClipDataset | SegmentDataset,
+    dataset: AnyDataset,
     classes: Sequence[str],
     *,
     clip_svm: ClipSVM | None = None,
@@ -85,11 +79,8 @@ def model_posteriors(
     """Posteriors of every item of ``dataset``, in its order, with the model in eval mode."""
     model.eval()
     segment_level = isinstance(dataset, SegmentDataset)
-    loader = DataLoader(
-        dataset,
-        batch_size,
-        collate_fn=collate_segments if segment_level else collate_clips,
-    )
+    kind: InputKind = "segment" if segment_level else "pooled" if isinstance(dataset, PooledDataset) else "clip"
+    loader = DataLoader(dataset, batch_size, collate_fn=collate_for(kind))
     batch_probabilities: list[np.ndarray] = []
     hidden: list[np.ndarray] = []
     clip_ids: list[str] = []
@@ -128,6 +119,12 @@ def model_posteriors(
     )
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's tensors are: its first parameter's device, or buffer's (an SVM has no parameters)."""
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
 def min_audio_frames(model: nn.Module) -> int:
     """The fewest spectrogram frames the model's audio encoder accepts (1 when it has none)."""
     return max(
@@ -152,7 +149,7 @@ def trained_posteriors(
     needs = get_spec(trained.model_name).needs
     stats = trained.standardization or speaker_standardization(features, clip_ids)
     dataset = make_dataset(features, labels, clip_ids, stats, needs, min_audio_frames(trained.model))
-    device = next(trained.model.parameters()).device
+    device = model_device(trained.model)
     return model_posteriors(
         trained.model,
         dataset,

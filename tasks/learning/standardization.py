@@ -24,14 +24,16 @@ MIN_STD = 1e-6
 class Standardization:
     """Per-feature mean and std fitted on training clips: name -> (mean, std), broadcastable arrays.
 
-    Names: ``spectrogram`` (bins,), ``log_mel`` (3, bands, 1), ``embedding`` (D,).
+    Names: ``spectrogram`` (bins,), ``log_mel`` (3, bands, 1), ``embedding`` (D,), and a pretrained
+    front-end's name (``egemaps``, ``compare``, ``whisper``) for its vectors (P,) (see :func:`audio_key`).
+    A missing value (openSMILE's NaN for a window too short for a functional) becomes the mean, 0.
     """
 
     stats: dict[str, tuple[np.ndarray, np.ndarray]]
 
     def apply(self, name: str, x: np.ndarray) -> np.ndarray:
         mean, std = self.stats[name]
-        return ((x - mean) / std).astype(np.float32)
+        return np.nan_to_num((x - mean) / std, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
     def to_json(self) -> dict[str, dict[str, list]]:
         return {name: {"mean": mean.tolist(), "std": std.tolist()} for name, (mean, std) in self.stats.items()}
@@ -49,10 +51,18 @@ class Standardization:
         )
 
 
+def audio_key(frontend: str) -> str:
+    """The name of an audio front-end's statistics: the papers' two keep their earlier names."""
+    return {"linear": "spectrogram", "logmel": "log_mel"}.get(frontend, frontend)
+
+
 def _mean_std(x: np.ndarray, axis: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    mean = x.mean(axis=axis, dtype=np.float64)
-    std = x.std(axis=axis, dtype=np.float64)
-    return mean.astype(np.float32), np.where(std < MIN_STD, 1.0, std).astype(np.float32)
+    if np.isnan(x).any():  # openSMILE's missing functionals: statistics of the values present
+        mean, std = np.nanmean(x, axis=axis, dtype=np.float64), np.nanstd(x, axis=axis, dtype=np.float64)
+        mean, std = np.nan_to_num(mean), np.nan_to_num(std)
+    else:
+        mean, std = x.mean(axis=axis, dtype=np.float64), x.std(axis=axis, dtype=np.float64)
+    return np.asarray(mean, np.float32), np.where(std < MIN_STD, 1.0, std).astype(np.float32)
 
 
 def fit_standardization(features: Features, train_clips: Sequence[str]) -> Standardization:
@@ -60,14 +70,21 @@ def fit_standardization(features: Features, train_clips: Sequence[str]) -> Stand
     if not train_clips:
         raise DatasetError("no training clips to fit the standardisation on")
     stats = {}
-    if features.spectrograms is not None:
-        stats["spectrogram"] = _mean_std(np.concatenate([features.spectrograms[c] for c in train_clips]), (0,))
+    key = audio_key(features.audio_frontend)
+    if features.audio is not None:
+        stats[key] = _mean_std(np.concatenate([features.audio[c] for c in train_clips]), (0,))
+    if features.pooled is not None:
+        stats[key] = _mean_std(np.stack([features.pooled[c] for c in train_clips]), (0,))
     if features.embeddings is not None:
         stats["embedding"] = _mean_std(np.concatenate([features.embeddings[c] for c in train_clips]), (0,))
     if features.segments is not None:
         rows = np.isin(features.segments.clip_ids, list(train_clips))
-        mean, std = _mean_std(features.segments.log_mel[rows], (0, 3))  # per channel and mel band
-        stats["log_mel"] = (mean[..., None], std[..., None])
+        audio = features.segments.audio[rows]
+        if audio.ndim == 4:  # log-mel images: per channel and mel band
+            mean, std = _mean_std(audio, (0, 3))
+            stats[key] = (mean[..., None], std[..., None])
+        else:
+            stats[key] = _mean_std(audio, (0,))
     return Standardization(stats)
 
 

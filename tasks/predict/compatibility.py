@@ -16,14 +16,15 @@ from pydantic import ValidationError
 import avemo
 from avemo.config import PreprocessParams
 from avemo.errors import AvemoError
-from models.registry import MODALITIES, InputKind, get_spec, models_for
+from models.registry import MODALITIES, PRETRAINED_FRONTENDS, InputKind, get_spec, models_for
 from tasks.learning.checkpoints import load_checkpoint, load_trained
 from tasks.learning.trained import Trained, TrainError
 from tasks.probe import MediaInfo, ProbeError, probe
 
 # The preprocess sections that shape features; the others (folders, workers, runners) do not.
-FEATURE_SECTIONS = ("audio", "vad", "segment", "audio_features", "faces", "face_features")
-NOT_SHAPING = frozenset({"face_features.batch_size"})  # how many crops per forward pass, not their values
+FEATURE_SECTIONS = ("audio", "vad", "segment", "audio_features", "faces", "face_features", "whisper")
+# How many crops go through one forward pass, and where and on how many threads Whisper runs: not values.
+NOT_SHAPING = frozenset({"face_features.batch_size", "whisper.device", "whisper.threads"})
 
 
 CHECKPOINT_GLOB = "fold-*-seed*.pt"
@@ -58,6 +59,11 @@ class Predictor:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.members[0].classes
+
+    @property
+    def frontend(self) -> str | None:
+        """The audio front-end the models read (None: their paper's)."""
+        return self.members[0].shapes.audio_frontend
 
     @property
     def needs(self) -> frozenset[str]:
@@ -153,6 +159,9 @@ def load_predictor(model: Path, device: str = "cpu") -> Predictor:
                 )
         members.append(trained)
     assert params is not None  # checkpoint_paths gives at least one checkpoint
+    frontend = members[0].shapes.audio_frontend
+    # only the front-end the models read is computed for a file, not every one the training features had
+    params = params.model_copy(update={"frontends": [frontend] if frontend in PRETRAINED_FRONTENDS else []})
     return Predictor(Path(model), tuple(paths), tuple(members), params, trained_with)
 
 

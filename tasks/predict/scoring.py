@@ -42,7 +42,11 @@ def load_clip_features(clip: ClipFeatures, params: PreprocessParams, predictor: 
     if clip.frames is not None:
         dim = clip.frames["embedding"].type.list_size
         write_table(clip.frames, folder / "frames.parquet", schemas.frames_schema(faces.crop_size, dim), document)
-    return load_features(folder, predictor.needs, predictor.input_kind)
+    for name, row in clip.frontends.items():
+        frame_dim = row.schema.field("frames").type.value_type.list_size
+        schema = schemas.frontend_schema(name, frame_dim, row.schema.field("clip_pooled").type.list_size)
+        write_table(row, folder / f"frontend_{name}.parquet", schema, document)
+    return load_features(folder, predictor.needs, predictor.input_kind, predictor.frontend)
 
 
 def segment_spans(features: Features, clip: ClipFeatures) -> Features:
@@ -53,9 +57,9 @@ def segment_spans(features: Features, clip: ClipFeatures) -> Features:
     ids = tuple(f"{clip_id}#{s}" for s in table["segment"].to_pylist())
     bounds = list(zip(table["t_begin"].to_pylist(), table["t_end"].to_pylist(), strict=True))
     spectrograms = embeddings = None
-    if features.spectrograms is not None:
+    if features.audio is not None:
         times = np.asarray(clip.clip["linear_times"], dtype=np.float64)
-        frames = features.spectrograms[clip_id]
+        frames = features.audio[clip_id]
         # Frame centres lie on the segments' 10 ms grid or 5 ms off their ends; 1 ms absorbs float32 times.
         tolerance = 1e-3
         spectrograms = {

@@ -43,7 +43,7 @@ from models.registry import get_spec
 from tasks.learning.checkpoints import load_trained
 from tasks.learning.datasets import collate_clips, make_dataset
 from tasks.learning.features import Features, TaskLabels
-from tasks.learning.inference import min_audio_frames, trained_posteriors
+from tasks.learning.inference import min_audio_frames, model_device, trained_posteriors
 from tasks.learning.standardization import speaker_standardization
 from tasks.learning.trained import Trained
 
@@ -135,7 +135,7 @@ def _dataset(trained: Trained, features: Features, labels: TaskLabels, clip_ids:
 def clip_model_outputs(model: nn.Module, dataset, batch_size: int = 32) -> ClipAnalysis:
     """Run a clip model (FBP family, baselines) over ``dataset``, keeping what its ClipOutput holds."""
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     encoder = next((m for m in model.modules() if isinstance(m, AudioEncoder)), None)
     clip_ids: list[str] = []
     embeddings: list[np.ndarray] = []
@@ -389,6 +389,6 @@ def load_example_data(features_dir: Path, features: Features, clip_ids: Sequence
     video_times: dict[str, list[float]] = {}
     for clip, t in zip(frames["clip_id"].to_pylist(), frames["t"].to_pylist(), strict=True):
         video_times.setdefault(clip, []).append(t)
-    spectrograms = features.spectrograms
+    spectrograms = features.audio
     assert spectrograms is not None  # the caller loads the features with audio
     return {c: (spectrograms[c], times[c], np.asarray(video_times.get(c, []), np.float64)) for c in clip_ids}

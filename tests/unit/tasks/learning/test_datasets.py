@@ -168,7 +168,7 @@ def test_clip_features_spectrograms_and_time_ordered_embeddings(features_dir):
     features = load_features(features_dir, {"audio", "video"}, "clip")
     assert features.clip_ids == ("a", "b", "d")  # c has no video and is left out, and counted
     assert features.dropped == {"no face frames": 1}
-    np.testing.assert_array_equal(features.spectrograms["b"], spectrogram("b"))
+    np.testing.assert_array_equal(features.audio["b"], spectrogram("b"))
     video = features.embeddings["d"]
     assert video.shape == (FRAMES_PER_CLIP, DIM)
     np.testing.assert_array_equal(video[:, 0], np.arange(FRAMES_PER_CLIP))  # sorted by frame index

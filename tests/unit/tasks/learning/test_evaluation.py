@@ -158,7 +158,7 @@ def test_segment_model_clip_posterior_is_the_mean_of_its_segments(segment_setup)
     segments = predictions.segments
     assert segments.clip_ids == tuple(arrays.clip_ids) and segments.segments.tolist() == [0, 1, 2, 0, 1]
     with torch.no_grad():
-        direct = torch.softmax(model(torch.from_numpy(arrays.log_mel)).logits, dim=-1).numpy()
+        direct = torch.softmax(model(torch.from_numpy(arrays.audio)).logits, dim=-1).numpy()
     np.testing.assert_allclose(segments.probabilities, direct, rtol=1e-5, atol=1e-6)
     clips = predictions.clips
     assert clips.clip_ids == ("u", "v") and clips.true.tolist() == [0, 2]
