@@ -208,7 +208,15 @@ class PreprocessParams(_Section):
     faces: FaceParams
     face_features: FaceFeatureParams
     frontends: list[PretrainedFrontend]  # pretrained audio front-ends computed for every clip
+    speed_perturbation: list[float]  # also each front-end's clip vector of the clip played this much faster
     whisper: WhisperParams
+
+    @field_validator("speed_perturbation")
+    @classmethod
+    def _plausible_speeds(cls, value: list[float]) -> list[float]:
+        if any(not 0.5 <= speed <= 2.0 or speed == 1.0 for speed in value):
+            raise ValueError(f"speed factors lie in [0.5, 2] and are not 1, got {value}")
+        return value
 
 
 class SplitParams(_Section):
@@ -244,6 +252,7 @@ class TrainParams(_Section):
     device: str  # auto: CUDA when present, else CPU
     workers: int = Field(ge=1)  # (fold, seed) runs trained at once
     speaker_normalisation: bool  # standardise each speaker's features with its own statistics
+    speed_perturbation: bool  # pooled systems: also learn from the training clips' speed-perturbed vectors
     mask_bands: int = Field(ge=0)  # SpecAugment-style masking while training: widest band mask
     mask_frames: int = Field(ge=0)  # ... and widest frame mask; 0 = none
     dbn_pretrain_epochs: int = Field(ge=0)  # avef: greedy RBM pre-training of the DBN
@@ -351,8 +360,12 @@ class Params(_Section):
         section = dict(self.models.get(name) or {})
         frontend = section.pop("frontend", None)
         recipe = section.pop("train", None) or {}
-        if frontend is not None and frontend not in AUDIO_FRONTENDS:
-            raise ConfigError(f"models.{name}.frontend {frontend!r}: choose one of {', '.join(AUDIO_FRONTENDS)}")
+        names = frontend if isinstance(frontend, list) else [frontend] if frontend is not None else []
+        if any(n not in AUDIO_FRONTENDS for n in names):
+            raise ConfigError(f"models.{name}.frontend {frontend!r}: choose among {', '.join(AUDIO_FRONTENDS)}")
+        frontend = "+".join(names) or None  # several (a list): their vectors side by side, "a+b"
+        if isinstance(section.get("C"), list):
+            section["C"] = tuple(section["C"])
         try:
             train = TrainParams.model_validate({**self.train.model_dump(), **recipe})
         except ValidationError as err:
@@ -365,7 +378,7 @@ class SystemChoice:
     """One system as params.yaml sets it: front-end, the train section with its recipe, hyper-parameters."""
 
     name: str
-    frontend: str | None  # None: the model's paper front-end
+    frontend: str | None  # None: the model's paper front-end; "a+b": several, side by side
     train: TrainParams
     hyperparameters: dict[str, Any]
 

@@ -163,6 +163,8 @@ def frontend_schema(name: str, frame_dim: int, pooled_dim: int) -> pa.Schema:
             pa.field("frames", pa.list_(pa.list_(pa.float32(), frame_dim)), nullable=False),
             pa.field("segment_pooled", pa.list_(pa.list_(pa.float32(), pooled_dim)), nullable=False),
             pa.field("clip_pooled", pa.list_(pa.float32(), pooled_dim), nullable=False),
+            # the clip vector of the clip played faster or slower, one per preprocess.speed_perturbation
+            pa.field("perturbed_clip_pooled", pa.list_(pa.list_(pa.float32(), pooled_dim)), nullable=False),
         ],
     )
     return schema.with_metadata({**schema.metadata, FRONTEND_KEY: name.encode()})

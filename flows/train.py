@@ -143,7 +143,10 @@ def train_flow(
     labels = task_labels(features, params.task)
     clips = labels.labelled(features.clip_ids)
     speaker_of = dict(zip(features.clip_ids, features.speakers, strict=True))
-    folds = make_folds([speaker_of[c] for c in clips], clips, params.split)
+    split = params.split
+    if spec.input_kind == "pooled":  # a classical system has no epochs to stop early: it learns from every speaker
+        split = split.model_copy(update={"val_speakers": 0, "validation_speakers": []})
+    folds = make_folds([speaker_of[c] for c in clips], clips, split)
     feature_prov = read_provenance(Path(params.features_dir) / "clips.parquet") or {}
     logger.info(
         "%s: %d clips of %d speakers, classes %s, %d folds x %d seeds (left out: %s)",
@@ -197,7 +200,7 @@ def run_train(
 ) -> list[RunSummary]:
     """The train flow; under torchrun, in the process group, as a Prefect flow on rank 0 only."""
     spec = get_spec(system)  # an unknown system fails here, before a process group or Prefect's server starts
-    if frontend is not None and frontend not in spec.frontends:
+    if frontend is not None and not set(frontend.split("+")) <= set(spec.frontends):
         raise ModelSpecError(
             f"{system} reads the audio front-ends {', '.join(spec.frontends) or 'none'}, not {frontend!r}"
         )

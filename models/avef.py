@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from sklearn.svm import SVC
 from torch import Tensor, nn
 
 from avemo.errors import AvemoError
+from models.classical import calibrated
 from models.layers import ALEXNET_CHANNELS, alexnet_lrn
 
 C3D_CHANNELS: tuple[int, ...] = (64, 128, 256, 256, 512, 512, 512, 512)  # conv1a .. conv5b
@@ -385,24 +386,26 @@ def average_pool_segments(
 class ClipSVM:
     """The clip-level classifier: a polynomial-kernel SVM on pooled segment embeddings (Sec. 4.2, libsvm).
 
-    Probabilities come from libsvm's Platt scaling (internal 5-fold cross-validation), so fitting needs
-    a few clips per class.
+    Probabilities come from Platt scaling on internal cross-validation folds (as libsvm's), so fitting
+    needs a few clips per class.
     """
 
-    def __init__(self, degree: int, C: float, coef0: float = 0.0, random_state: int = 0) -> None:
-        self.svc = SVC(kernel="poly", degree=degree, C=C, coef0=coef0, probability=True, random_state=random_state)
+    def __init__(self, degree: int, C: float, coef0: float = 0.0) -> None:
+        self.svc = SVC(kernel="poly", degree=degree, C=C, coef0=coef0)
+        self.fitted: Any = None
 
     def fit(self, clip_embeddings: np.ndarray, labels: Sequence[Hashable] | np.ndarray) -> ClipSVM:
-        self.svc.fit(np.asarray(clip_embeddings), np.asarray(labels))
+        y = np.asarray(labels)
+        self.fitted = calibrated(self.svc, y).fit(np.asarray(clip_embeddings), y)
         return self
 
     @property
     def classes_(self) -> np.ndarray:
         """The labels in the column order of :meth:`predict_proba`."""
-        return self.svc.classes_
+        return self.fitted.classes_
 
     def predict_proba(self, clip_embeddings: np.ndarray) -> np.ndarray:
-        return self.svc.predict_proba(np.asarray(clip_embeddings))
+        return self.fitted.predict_proba(np.asarray(clip_embeddings))
 
     def predict(self, clip_embeddings: np.ndarray) -> np.ndarray:
-        return self.svc.predict(np.asarray(clip_embeddings))
+        return self.fitted.predict(np.asarray(clip_embeddings))

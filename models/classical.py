@@ -120,17 +120,57 @@ class SupportVectorMachine(nn.Module):
     def _fitted(self) -> Any:
         """The SVM of the kept training vectors, fitted once (and again after a checkpoint is loaded).
 
-        Probabilities from 5-fold sigmoid calibration (fewer folds when a class has fewer clips), the
-        folds unshuffled, so fitting is deterministic."""
+        Probabilities from :func:`calibrated`."""
         if self._classifier is None:
             x, y = self.train_x.double().numpy(), self.train_y.numpy()
-            counts = np.bincount(y)
-            folds = max(2, int(min(5, counts[counts > 0].min())))
             svc = SVC(
                 kernel=self.config.kernel,
                 C=self.config.C,
                 gamma="scale",
                 class_weight=_balanced(bool(self.class_weighting)),
             )
-            self._classifier = CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False).fit(x, y)
+            self._classifier = calibrated(svc, y).fit(x, y)
         return self._classifier
+
+
+def calibrated(svc: SVC, labels: np.ndarray) -> CalibratedClassifierCV:
+    """An SVM whose probabilities come from sigmoid (Platt) calibration on unshuffled folds: 5, or fewer
+    when a class has fewer examples, so fitting is deterministic and works on small corpora."""
+    _, counts = np.unique(labels, return_counts=True)
+    folds = max(2, int(min(5, counts.min())))
+    return CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False)
+
+
+@dataclass(frozen=True)
+class FusionConfig(PooledConfig):
+    audio_blocks: tuple[int, ...] | None = None  # each front-end's width in the clip vector, in order
+    C: float | tuple[float, ...] = 0.1  # one inverse L2 strength for every front-end, or one each
+
+
+class LateFusion(nn.Module):
+    """A logistic regression per front-end (its own block of the clip vector), the posteriors averaged:
+    decision-level fusion of front-ends whose errors differ (openSMILE's prosody and spectra, Whisper's
+    learnt representation)."""
+
+    def __init__(self, config: FusionConfig) -> None:
+        super().__init__()
+        blocks = config.audio_blocks or (config.audio_dim,)
+        strengths = config.C if isinstance(config.C, tuple) else (config.C,) * len(blocks)
+        if sum(blocks) != config.audio_dim or len(strengths) != len(blocks):
+            raise ValueError(f"blocks {blocks} and C {config.C} do not fit a clip vector of {config.audio_dim}")
+        self.bounds = np.cumsum((0, *blocks)).tolist()
+        self.heads = nn.ModuleList(
+            LogisticRegression(LogRegConfig(config.num_classes, width, config.audio_frontend, c))
+            for width, c in zip(blocks, strengths, strict=True)
+        )
+
+    def forward(self, audio: Tensor) -> ClipOutput:
+        posteriors = [
+            torch.softmax(head(audio[:, a:b]).logits, dim=-1)
+            for head, a, b in zip(self.heads, self.bounds, self.bounds[1:], strict=False)
+        ]
+        return ClipOutput(torch.log(torch.stack(posteriors).mean(dim=0).clamp_min(1e-12)), audio)
+
+    def fit_classifier(self, x: np.ndarray, y: np.ndarray, class_weighting: bool, seed: int) -> None:
+        for head, a, b in zip(self.heads, self.bounds, self.bounds[1:], strict=False):
+            head.fit_classifier(x[:, a:b], y, class_weighting, seed)  # type: ignore[operator]

@@ -28,7 +28,14 @@ from models.baselines import (
     IntraModalConfig,
     VideoOnly,
 )
-from models.classical import LogisticRegression, LogRegConfig, SupportVectorMachine, SVMConfig
+from models.classical import (
+    FusionConfig,
+    LateFusion,
+    LogisticRegression,
+    LogRegConfig,
+    SupportVectorMachine,
+    SVMConfig,
+)
 from models.fbp import FBPConfig, FBPNet, StreamConfig
 
 # segment: one 655 ms segment at a time (AVEF); clip: a clip's sequences (FBP family, baselines); pooled: a
@@ -62,6 +69,7 @@ class InputShapes:
     embedding_dim: int | None = None  # clip models: width of a frame's face embedding
     audio_frontend: str | None = None  # the audio front-end the features come from (linear, logmel, whisper, ...)
     audio_dim: int | None = None  # width of its audio vectors, where they are vectors (not log-mel images)
+    audio_blocks: tuple[int, ...] | None = None  # several front-ends' vectors side by side: each one's width
 
 
 # Constructor field -> the InputShapes size it takes; a model's spec lists the ones it has.
@@ -73,6 +81,7 @@ SHAPE_FIELDS: dict[str, str] = {
     "video_dim": "embedding_dim",
     "audio_frontend": "audio_frontend",
     "audio_dim": "audio_dim",
+    "audio_blocks": "audio_blocks",
 }
 
 
@@ -91,13 +100,15 @@ class ModelSpec:
         """The audio front-ends the model reads, its paper's first; none for a video model."""
         if "audio" not in self.needs:
             return ()
+        if self.name == "fusion":
+            return PRETRAINED_FRONTENDS
         paper = PAPER_FRONTENDS[self.input_kind]
         return tuple(dict.fromkeys((paper, *PRETRAINED_FRONTENDS)))
 
     def missing_sizes(self, shapes: InputShapes) -> list[str]:
         """The sizes the features lack for this model: a video model's, and its audio front-end's."""
         frontend = shapes.audio_frontend or PAPER_FRONTENDS[self.input_kind]
-        optional = {"audio_frontend"}  # not said: the model's paper front-end
+        optional = {"audio_frontend", "audio_blocks"}  # not said: the paper front-end; one front-end
         if "video" not in self.needs:
             optional.add("video_dim")
         if frontend != "logmel":
@@ -189,6 +200,14 @@ MODELS: dict[str, ModelSpec] = {
             SVMConfig,
             "support vector machine (RBF) on a front-end's clip vector, calibrated probabilities",
         ),
+        _configured(
+            "fusion",
+            {"audio"},
+            "pooled",
+            LateFusion,
+            FusionConfig,
+            "logistic regressions on several front-ends' clip vectors, their posteriors averaged",
+        ),
         _direct("avef_audio", {"audio"}, avef_audio, "AVEF's audio-net alone: AlexNet-shaped CNN on log-mel segments"),
         _direct("avef_video", {"video"}, VisualNet, "AVEF's visual-net alone: C3D-shaped CNN on face-crop segments"),
     )
@@ -206,7 +225,8 @@ def build_model(name: str, num_classes: int, shapes: InputShapes, **hyperparamet
     """The named model for features of ``shapes``, with its paper's defaults, any of which
     ``hyperparameters`` overrides."""
     spec = get_spec(name)
-    if shapes.audio_frontend is not None and spec.frontends and shapes.audio_frontend not in spec.frontends:
+    frontends = (shapes.audio_frontend or "").split("+")
+    if shapes.audio_frontend is not None and spec.frontends and not set(frontends) <= set(spec.frontends):
         raise ModelSpecError(
             f"model {name!r} reads the audio front-ends {', '.join(spec.frontends)}, not {shapes.audio_frontend!r}"
         )

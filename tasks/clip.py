@@ -164,7 +164,7 @@ def stage_keys(params: PreprocessParams, sha256: str, embedder: FaceEmbedder | N
         features = {**faces, "extractor": embedder.name, "weights_sha256": embedder.weights_sha256}
         keys["face_features"] = stage_key("face_features", sha256, features, code_version(*FACE_FEATURES_CODE))
     for name in params.frontends:
-        settings = {**audio_chain, **tool_identity(name, params)}
+        settings = {**audio_chain, **tool_identity(name, params), "speed_perturbation": params.speed_perturbation}
         if name == "whisper":
             settings["whisper"] = params.whisper.model_dump(include={"pad_to_s", "compute_type"}, mode="json")
         keys[f"frontend-{name}"] = stage_key(f"frontend-{name}", sha256, settings, code_version(*FRONTEND_CODE[name]))

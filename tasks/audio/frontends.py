@@ -13,6 +13,7 @@ import functools
 import threading
 from pathlib import Path
 
+import librosa
 import numpy as np
 import pyarrow as pa
 
@@ -42,7 +43,9 @@ def whisper_encoder(params: PreprocessParams) -> WhisperEncoder:
         return _encoder(locate(w.weights_path), w.compute_type, device, w.threads, params.workers)
 
 
-def _table(times: np.ndarray, frames: np.ndarray, segments: np.ndarray, clip: np.ndarray) -> pa.Table:
+def _table(
+    times: np.ndarray, frames: np.ndarray, segments: np.ndarray, clip: np.ndarray, perturbed: np.ndarray
+) -> pa.Table:
     frame_dim, pooled_dim = frames.shape[1], clip.shape[0]
     return pa.table(
         {
@@ -54,8 +57,17 @@ def _table(times: np.ndarray, frames: np.ndarray, segments: np.ndarray, clip: np
                 pa.array([0, len(segments)], pa.int32()), fixed_size_rows(segments, pooled_dim)
             ),
             "clip_pooled": fixed_size_rows(clip[None], pooled_dim),
+            "perturbed_clip_pooled": pa.ListArray.from_arrays(
+                pa.array([0, len(perturbed)], pa.int32()), fixed_size_rows(perturbed, pooled_dim)
+            ),
         }
     )
+
+
+def speed_perturbed(signal: np.ndarray, factor: float) -> np.ndarray:
+    """The signal played ``factor`` times as fast (tempo and pitch both, as Kaldi's speed perturbation):
+    resampled to ``1 / factor`` of its length and read at the original rate."""
+    return librosa.resample(signal, orig_sr=round(1000 * factor), target_sr=1000, res_type="soxr_hq").astype(np.float32)
 
 
 def _decoded(file: Path, rate: int) -> np.ndarray:
@@ -71,15 +83,26 @@ def _decoded(file: Path, rate: int) -> np.ndarray:
 def compute_frontend(name: str, file: Path, info: MediaInfo, segments: pa.Table, params: PreprocessParams) -> Tables:
     """The front-end ``name``'s table (one row) of the clip whose kept segments are ``segments``."""
     windows = list(zip(segments["t_begin"].to_pylist(), segments["t_end"].to_pylist(), strict=True))
+    speeds = params.speed_perturbation
     if name in opensmile_features.FEATURE_SETS:
         rate = info.audio_sample_rate or params.audio.sample_rate
-        out = opensmile_features.extract(name, _decoded(file, rate), rate, windows)
-        return {"frontend": _table(out.frame_times, out.frames, out.segments, out.clip)}
+        signal = _decoded(file, rate)
+        out = opensmile_features.extract(name, signal, rate, windows)
+        perturbed = [opensmile_features.clip_functionals(name, speed_perturbed(signal, f), rate) for f in speeds]
+        return {"frontend": _table(out.frame_times, out.frames, out.segments, out.clip, _stacked(perturbed, out.clip))}
     if name == "whisper":
-        times, frames = whisper_encoder(params).frames(_decoded(file, WHISPER_RATE), params.whisper.pad_to_s)
+        encoder, pad = whisper_encoder(params), params.whisper.pad_to_s
+        signal = _decoded(file, WHISPER_RATE)
+        times, frames = encoder.frames(signal, pad)
         pooled = np.stack([mean_std(frames[(times >= begin) & (times < end)]) for begin, end in windows])
-        return {"frontend": _table(times, frames, pooled, mean_std(frames))}
+        perturbed = [mean_std(encoder.frames(speed_perturbed(signal, f), pad)[1]) for f in speeds]
+        clip = mean_std(frames)
+        return {"frontend": _table(times, frames, pooled, clip, _stacked(perturbed, clip))}
     raise StageError("frontend", f"unknown audio front-end {name!r}")
+
+
+def _stacked(vectors: list[np.ndarray], like: np.ndarray) -> np.ndarray:
+    return np.stack(vectors) if vectors else np.zeros((0, like.shape[0]), np.float32)
 
 
 def tool_identity(name: str, params: PreprocessParams) -> dict[str, str]:

@@ -90,14 +90,14 @@ def window_list(windows: Sequence[tuple[float, float]]) -> str:
 def extract(name: str, signal: np.ndarray, sample_rate: int, windows: Sequence[tuple[float, float]]) -> SmileOutput:
     """LLDs of ``signal`` (mono float in [-1, 1]), the functionals of each of ``windows`` (start, end in
     seconds, sorted by start) and of the whole signal."""
-    lld, per_window, whole = _extractors(name)
+    lld, per_window, _ = _extractors(name)
     frames = lld.process_signal(signal, sample_rate)
     with _lock:  # the window list is an option of the shared extractor, read when the run starts
         per_window.options["frameList"] = window_list(windows)
         table = per_window.process_signal(signal, sample_rate)
     segments = table.to_numpy(np.float32)
     per_window_starts = table.index.get_level_values("start").total_seconds().to_numpy()
-    clip = whole.process_signal(signal, sample_rate).to_numpy(np.float32)[0]
+    clip = clip_functionals(name, signal, sample_rate)
     starts = frames.index.get_level_values("start").total_seconds().to_numpy()
     ends = frames.index.get_level_values("end").total_seconds().to_numpy()
     return SmileOutput(
@@ -106,6 +106,11 @@ def extract(name: str, signal: np.ndarray, sample_rate: int, windows: Sequence[t
         segments=_by_window(segments, per_window_starts, windows),
         clip=clip,
     )
+
+
+def clip_functionals(name: str, signal: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(F,) the set's functionals over the whole signal."""
+    return _extractors(name)[2].process_signal(signal, sample_rate).to_numpy(np.float32)[0]
 
 
 def _by_window(rows: np.ndarray, starts: np.ndarray, windows: Sequence[tuple[float, float]]) -> np.ndarray:

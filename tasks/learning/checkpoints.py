@@ -105,7 +105,8 @@ def save_trained(path: Path, trained: Trained) -> None:
 
 def _migrated_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Settings of a checkpoint written before the optimizer ``adam`` was renamed ``adamw`` (what it
-    always built): the same run, under its true name."""
+    always built), or before speed perturbation existed (none was used): the same run, in today's terms."""
+    settings = {"speed_perturbation": False, **settings}
     return {**settings, "optimizer": "adamw"} if settings.get("optimizer") == "adam" else settings
 
 
@@ -135,7 +136,7 @@ def load_trained(path: Path, device: str = "cpu") -> Trained:
     state, meta = load_checkpoint(path)
     hyperparameters = _tuples(meta["hyperparameters"])
     if "input_shapes" in meta:
-        shapes = InputShapes(**meta["input_shapes"])
+        shapes = InputShapes(**_tuples(meta["input_shapes"]))
     else:
         shapes = _legacy_shapes(meta, hyperparameters)
     model = build_model(meta["model"], len(meta["classes"]), shapes, **hyperparameters)

@@ -63,6 +63,8 @@ class Features:
     embeddings: dict[str, np.ndarray] | None = None  # clip -> (L, D), clip kind with video
     segments: SegmentArrays | None = None  # segment kind
     pooled: dict[str, np.ndarray] | None = None  # clip -> (P,) the front-end's clip vector, pooled kind
+    pooled_views: dict[str, np.ndarray] | None = None  # clip -> (V, P) its vectors at other speeds, pooled kind
+    audio_blocks: tuple[int, ...] | None = None  # pooled from several front-ends ("a+b"): each one's width
     frontend: str = ""  # the audio front-end the arrays come from; "": the kind's paper front-end
 
     @property
@@ -85,9 +87,8 @@ class Features:
         frontend = self.audio_frontend
         if self.pooled is not None:
             first_pooled = next(iter(self.pooled.values()), None)
-            return InputShapes(
-                audio_frontend=frontend, audio_dim=first_pooled.shape[0] if first_pooled is not None else None
-            )
+            width = first_pooled.shape[0] if first_pooled is not None else None
+            return InputShapes(audio_frontend=frontend, audio_dim=width, audio_blocks=self.audio_blocks)
         if self.segments is not None:
             audio, crops, rows = self.segments.audio, self.segments.crops, self.segments.face_rows
             images = audio.ndim == 4
@@ -187,7 +188,13 @@ def load_features(
     if kind == "segment":
         return Features(**common, segments=_segments(features_dir, wanted, "video" in needs, frontend))
     if kind == "pooled":
-        return Features(**common, pooled=_pooled(features_dir, frontend, wanted))
+        parts = [_pooled(features_dir, name, wanted) for name in frontend.split("+")]
+        if len(parts) == 1:
+            return Features(**common, pooled=parts[0][0], pooled_views=parts[0][1])
+        pooled = {c: np.concatenate([p[c] for p, _ in parts]) for c in clip_ids}
+        views = {c: np.concatenate([v[c] for _, v in parts], axis=1) for c in clip_ids}
+        blocks = tuple(len(next(iter(p.values()))) for p, _ in parts)
+        return Features(**common, pooled=pooled, pooled_views=views, audio_blocks=blocks)
     raise DatasetError(f"unknown input kind {kind!r}; use 'clip', 'segment' or 'pooled'")
 
 
@@ -205,7 +212,8 @@ def _nested_rows(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """A list<fixed_size_list<float>> column as (offsets per row, one matrix of all inner vectors)."""
     array = column.combine_chunks()
     vectors = array.values
-    return array.offsets.to_numpy(), vectors.flatten().to_numpy(zero_copy_only=False).reshape(len(vectors), -1)
+    width = vectors.type.list_size
+    return array.offsets.to_numpy(), vectors.flatten().to_numpy(zero_copy_only=False).reshape(len(vectors), width)
 
 
 def _sequences(features_dir: Path, frontend: str, wanted: set[str]) -> dict[str, np.ndarray]:
@@ -219,11 +227,16 @@ def _sequences(features_dir: Path, frontend: str, wanted: set[str]) -> dict[str,
     }
 
 
-def _pooled(features_dir: Path, frontend: str, wanted: set[str]) -> dict[str, np.ndarray]:
-    table = _frontend_table(features_dir, frontend, ["clip_pooled"])
+def _pooled(features_dir: Path, frontend: str, wanted: set[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each clip's vector, and its vectors at the preprocess's perturbed speeds ((0, P) without)."""
+    table = _frontend_table(features_dir, frontend, ["clip_pooled", "perturbed_clip_pooled"])
     column = table["clip_pooled"].combine_chunks()
     matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
-    return {clip: matrix[i] for i, clip in enumerate(table["clip_id"].to_pylist()) if clip in wanted}
+    offsets, views = _nested_rows(table["perturbed_clip_pooled"])
+    views = views.astype(np.float32)
+    clips = table["clip_id"].to_pylist()
+    pooled = {clip: matrix[i] for i, clip in enumerate(clips) if clip in wanted}
+    return pooled, {clip: views[offsets[i] : offsets[i + 1]] for i, clip in enumerate(clips) if clip in wanted}
 
 
 def _spectrograms(features_dir: Path, wanted: set[str]) -> dict[str, np.ndarray]:

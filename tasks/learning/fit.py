@@ -9,6 +9,7 @@ mean of the segments' posteriors.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence, Sized
@@ -289,10 +290,30 @@ def _epochs(
     return history, best_epoch
 
 
+def _perturbed_rows(
+    features: Features, labels: TaskLabels, train_clips: Sequence[str], settings: TrainSettings
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The training clips' speed-perturbed vectors as more training rows, one block per speed, each block
+    standardised on its own (per speaker, or over the training clips): a faster or slower voice is
+    another voice, as a new speaker's would be."""
+    rows, classes = [], []
+    views = features.pooled_views or {}
+    count = min((len(views[c]) for c in train_clips), default=0)
+    for v in range(count):
+        view = dataclasses.replace(features, pooled={c: views[c][v] for c in views}, pooled_views=None)
+        stats = speaker_standardization(view, train_clips) if settings.speaker_normalisation else None
+        x, y = PooledDataset(view, labels, train_clips, stats or fit_standardization(view, train_clips)).matrix()
+        rows.append(x)
+        classes.append(y)
+    return rows, classes
+
+
 def _fit_in_one_step(
     model: nn.Module,
     data: _FoldData,
-    classes: Sequence[str],
+    features: Features,
+    labels: TaskLabels,
+    train_clips: Sequence[str],
     settings: TrainSettings,
     device: torch.device,
     progress: Callable[[EpochRecord], None] | None,
@@ -302,11 +323,14 @@ def _fit_in_one_step(
     assert isinstance(data.train_set, PooledDataset) and isinstance(model, FitsInOneStep)  # the pooled systems'
     started = time.perf_counter()
     x, y = data.train_set.matrix()
+    if settings.speed_perturbation:
+        more_x, more_y = _perturbed_rows(features, labels, train_clips, settings)
+        x, y = np.concatenate([x, *more_x]), np.concatenate([y, *more_y])
     model.fit_classifier(x, y, settings.class_weighting, settings.seed)
-    train_loss, _, _ = _validation_scores_of(model, data.train_set, classes, device)
+    train_loss, _, _ = _validation_scores_of(model, data.train_set, labels.classes, device)
     scores: tuple[float | None, float | None, float | None] = (None, None, None)
     if data.val_set is not None:
-        scores = _validation_scores_of(model, data.val_set, classes, device)
+        scores = _validation_scores_of(model, data.val_set, labels.classes, device)
     record = EpochRecord(1, train_loss, *scores, time.perf_counter() - started)
     if progress is not None:
         progress(record)
@@ -350,7 +374,9 @@ def fit(
             collate = collate_for(features.kind)
             _pretrain_dbn(model, DataLoader(data.train_set, 64, collate_fn=collate), settings, device)
         if spec.input_kind == "pooled":
-            history, best_epoch = _fit_in_one_step(model, data, labels.classes, settings, device, progress)
+            history, best_epoch = _fit_in_one_step(
+                model, data, features, labels, train_clips, settings, device, progress
+            )
         else:
             history, best_epoch = _epochs(model, data, labels.classes, settings, device, world, progress)
         trained = Trained(

@@ -49,6 +49,7 @@ class TrainSettings:
     mask_bands: int  # training augmentation: widest block of mel bands / spectrogram bins masked
     mask_frames: int  # and of frames (tasks.learning.datasets.Masking); 0 and 0 = no augmentation
     speaker_normalisation: bool  # standardise each speaker on its own clips, test speakers included
+    speed_perturbation: bool  # pooled systems: the training clips' speed-perturbed vectors as more clips
 
     @classmethod
     def of(cls, params: TrainParams, seed: int = 0) -> TrainSettings:
@@ -106,9 +107,5 @@ def fit_clip_svm(trained: Trained, embeddings: np.ndarray, labels: np.ndarray) -
         np.asarray(embeddings, np.float32),
         np.asarray(labels, np.int64),
     )
-    svm = ClipSVM(
-        degree=trained.settings.svm_degree,
-        C=trained.settings.svm_C,
-        random_state=trained.settings.seed,
-    )
+    svm = ClipSVM(degree=trained.settings.svm_degree, C=trained.settings.svm_C)
     trained.clip_svm = svm.fit(*trained.svm_training)

@@ -161,7 +161,8 @@ def load_predictor(model: Path, device: str = "cpu") -> Predictor:
     assert params is not None  # checkpoint_paths gives at least one checkpoint
     frontend = members[0].shapes.audio_frontend
     # only the front-end the models read is computed for a file, not every one the training features had
-    params = params.model_copy(update={"frontends": [frontend] if frontend in PRETRAINED_FRONTENDS else []})
+    needed = [name for name in (frontend or "").split("+") if name in PRETRAINED_FRONTENDS]
+    params = params.model_copy(update={"frontends": needed})
     return Predictor(Path(model), tuple(paths), tuple(members), params, trained_with)
 
 

@@ -470,11 +470,14 @@ def test_registry_declares_needs_and_input_kinds() -> None:
     assert MODELS["audio"].needs == {"audio"} and MODELS["audio"].input_kind == "clip"
     assert MODELS["video"].needs == {"video"} and MODELS["avef_video"].input_kind == "segment"
     assert MODELS["amfbp"].needs == {"audio", "video"}
-    assert models_for({"audio"}) == ["audio", "logreg", "svm", "avef_audio"]
+    assert models_for({"audio"}) == ["audio", "logreg", "svm", "fusion", "avef_audio"]
 
 
 def test_model_needing_a_missing_modality_says_which_and_what_to_choose() -> None:
-    message = "model 'gfbp' needs video features, but this corpus has audio only; choose one of: audio, logreg, svm, avef_audio"
+    message = (
+        "model 'gfbp' needs video features, but this corpus has audio only; "
+        "choose one of: audio, logreg, svm, fusion, avef_audio"
+    )
     with pytest.raises(ModalityError, match=f"^{message}$"):
         check_modalities("gfbp", {"audio"})
     with pytest.raises(
