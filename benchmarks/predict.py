@@ -89,7 +89,8 @@ def measure(video: Path, model: Path, window_s: float) -> dict:
     """Run in a fresh process: predict ``video`` and report time and memory."""
     from tasks.clip import face_models
     from tasks.predict.compatibility import check_media, load_predictor
-    from tasks.predict.windows import FileFailure, predict_file
+    from tasks.predict.speakers import predict_group
+    from tasks.predict.windows import FileFailure
 
     started = time.perf_counter()
     predictor = load_predictor(model)
@@ -106,7 +107,10 @@ def measure(video: Path, model: Path, window_s: float) -> dict:
         resident.append(_current_rss_mb())
 
     started = time.perf_counter()
-    result = predict_file(predictor, video, window_s=window_s, info=info, on_window=after_window)
+    with tempfile.TemporaryDirectory() as tmp:
+        (result,) = predict_group(
+            predictor, [(video, info)], None, Path(tmp), window_s=window_s, batch_size=32, on_window=after_window
+        )
     wall = time.perf_counter() - started
     if isinstance(result, FileFailure):
         sys.exit(f"prediction failed: {result.stage}: {result.reason}")

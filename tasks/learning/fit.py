@@ -46,6 +46,7 @@ from tasks.learning.standardization import (
     Standardizer,
     fit_standardization,
     speaker_standardization,
+    typical_speaker,
 )
 from tasks.learning.trained import (
     EpochRecord,
@@ -210,10 +211,12 @@ def _train_epoch(
 
 @dataclass(frozen=True)
 class _FoldData:
-    """A fold's standardised datasets, and the standardisation the checkpoint keeps (None: per speaker)."""
+    """A fold's standardised datasets, and the standardisation the checkpoint keeps (None: per speaker,
+    with the typical training speaker's for files of an unknown speaker)."""
 
     kind: InputKind
     standardization: Standardization | None
+    speaker_fallback: Standardization | None
     train_stats: Standardizer
     train_set: AnyDataset
     val_set: AnyDataset | None
@@ -229,10 +232,13 @@ def _fold_data(
     settings: TrainSettings,
     world: World,
 ) -> _FoldData:
+    fallback = None
     if settings.speaker_normalisation:
         standardization = None
-        train_stats: Standardizer = speaker_standardization(features, train_clips)
+        per_speaker = speaker_standardization(features, train_clips)
+        train_stats: Standardizer = per_speaker
         val_stats: Standardizer = speaker_standardization(features, val_clips)
+        fallback = typical_speaker(per_speaker)
     else:
         standardization = train_stats = val_stats = fit_standardization(features, train_clips)
     min_frames = min_audio_frames(model)
@@ -241,7 +247,7 @@ def _fold_data(
         masking = Masking(settings.mask_bands, settings.mask_frames, rank_seed(settings.seed, world.rank))
     train_set = make_dataset(features, labels, train_clips, train_stats, needs, min_frames, masking)
     val_set = make_dataset(features, labels, val_clips, val_stats, needs, min_frames) if val_clips else None
-    return _FoldData(features.kind, standardization, train_stats, train_set, val_set)
+    return _FoldData(features.kind, standardization, fallback, train_stats, train_set, val_set)
 
 
 def _epochs(
@@ -387,6 +393,7 @@ def fit(
             labels.task,
             labels.classes,
             data.standardization,
+            data.speaker_fallback,
             settings,
             history,
             best_epoch,

@@ -93,6 +93,8 @@ class Trained:
     task: Task
     classes: tuple[str, ...]
     standardization: Standardization | None  # None: per speaker, fitted on the clips predicted
+    # a speaker-normalised model's typical training speaker, for files whose speaker is not known
+    speaker_fallback: Standardization | None
     settings: TrainSettings
     history: list[EpochRecord]
     best_epoch: int

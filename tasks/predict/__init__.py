@@ -6,6 +6,8 @@ preprocess`` writes (to a temporary folder), read back by ``tasks.learning.featu
 scored by ``tasks.learning.inference.trained_posteriors``, as evaluation scores them. A clip that was in
 the training features therefore gets the evaluation's posteriors.
 
-``compatibility``: which checkpoints can predict which files; ``windows``: long files a window at a time;
-``scoring``: a window's features to posteriors and a timeline; ``documents``: the JSON and CSV outputs.
+``compatibility``: which checkpoints can predict which files; ``speakers``: which speaker each file is,
+and the statistics a speaker-normalised model standardises it with; ``windows``: files a window at a
+time, features made then scored; ``scoring``: a window's features to posteriors and a timeline;
+``documents``: the JSON and CSV outputs.
 """

@@ -66,6 +66,17 @@ class Predictor:
         return self.members[0].shapes.audio_frontend
 
     @property
+    def speaker_normalised(self) -> bool:
+        """Whether its models standardise each speaker on that speaker's own files."""
+        return any(member.standardization is None for member in self.members)
+
+    @property
+    def knows_typical_speaker(self) -> bool:
+        """Whether its speaker-normalised checkpoints keep a typical training speaker's statistics (older
+        ones do not)."""
+        return all(m.speaker_fallback is not None for m in self.members if m.standardization is None)
+
+    @property
     def needs(self) -> frozenset[str]:
         return get_spec(self.model_name).needs
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import avemo
 from tasks.predict.compatibility import Predictor
-from tasks.predict.windows import FileFailure, FilePrediction
+from tasks.predict.windows import STANDARDISATIONS, FileFailure, FilePrediction
 
 TIMELINE = {
     "segment": "segment posteriors of the segment model",
@@ -36,6 +36,8 @@ def predictions_document(predictor: Predictor, results: Sequence[FilePrediction 
                 "duration_s": round(result.duration_s, 3),
                 "has_video": result.has_video,
                 "voiced_share": round(result.voiced_share, 4),
+                "speaker": result.speaker,
+                "standardisation": result.standardisation,
                 "emotion": result.emotion,
                 "probabilities": _probabilities(classes, result.probabilities),
                 "windows": result.windows,
@@ -63,9 +65,11 @@ def predictions_document(predictor: Predictor, results: Sequence[FilePrediction 
             "classes": list(classes),
             "checkpoints": [p.name for p in predictor.checkpoints],
             "trained_with_avemo": predictor.trained_with,
+            "speaker_normalised": predictor.speaker_normalised,
         },
         "avemo_version": avemo.__version__,
         "timeline": TIMELINE[predictor.input_kind],
+        "standardisations": STANDARDISATIONS,
         "files": files,
     }
 
@@ -73,6 +77,7 @@ def predictions_document(predictor: Predictor, results: Sequence[FilePrediction 
 def csv_columns(classes: Sequence[str]) -> list[str]:
     return [
         "file",
+        "speaker",
         "level",
         "segment",
         "t_begin",
@@ -93,10 +98,11 @@ def csv_rows(predictor: Predictor, results: Sequence[FilePrediction | FileFailur
         if isinstance(result, FileFailure):
             out.append({"file": str(result.file), "level": "error", "error": f"{result.stage}: {result.reason}"})
             continue
+        file = {"file": str(result.file), "speaker": result.speaker}
         faces = [row.face_found for row in result.segments if row.face_found is not None]
         out.append(
             {
-                "file": str(result.file),
+                **file,
                 "level": "clip",
                 "t_begin": 0.0,
                 "t_end": round(result.duration_s, 3),
@@ -109,7 +115,7 @@ def csv_rows(predictor: Predictor, results: Sequence[FilePrediction | FileFailur
         for row in result.segments:
             out.append(
                 {
-                    "file": str(result.file),
+                    **file,
                     "level": "segment",
                     "segment": row.segment,
                     "t_begin": round(row.t_begin, 3),

@@ -22,16 +22,16 @@ from avemo import schemas
 from avemo.config import PreprocessParams
 from avemo.parquet_io import write_table
 from tasks.clip import ClipFeatures
-from tasks.learning.features import Features, TaskLabels, load_features
+from tasks.learning.features import Features, TaskLabels
 from tasks.learning.inference import trained_posteriors
 from tasks.learning.metrics import average_posteriors
-from tasks.learning.standardization import speaker_standardization
+from tasks.learning.standardization import Standardization
 from tasks.learning.trained import Trained
 from tasks.predict.compatibility import Predictor
 
 
-def load_clip_features(clip: ClipFeatures, params: PreprocessParams, predictor: Predictor, folder: Path) -> Features:
-    """Write the clip's features as avemo preprocess's Parquet tables and read them as training reads them."""
+def write_clip_features(clip: ClipFeatures, params: PreprocessParams, folder: Path) -> None:
+    """The clip's features as avemo preprocess's Parquet tables, so they are read back as training reads them."""
     document = {"stage": "predict", "source": clip.clip["path"], "avemo_version": avemo.__version__}
     feat, faces = params.audio_features, params.faces
     write_table(
@@ -46,7 +46,6 @@ def load_clip_features(clip: ClipFeatures, params: PreprocessParams, predictor: 
         frame_dim = row.schema.field("frames").type.value_type.list_size
         schema = schemas.frontend_schema(name, frame_dim, row.schema.field("clip_pooled").type.list_size)
         write_table(row, folder / f"frontend_{name}.parquet", schema, document)
-    return load_features(folder, predictor.needs, predictor.input_kind, predictor.frontend)
 
 
 def segment_spans(features: Features, clip: ClipFeatures) -> Features:
@@ -86,25 +85,30 @@ def _unlabelled(trained: Trained, clip_ids: Sequence[str]) -> TaskLabels:
     return TaskLabels(trained.task, trained.classes, dict.fromkeys(clip_ids, 0), {})
 
 
-def _own_statistics(trained: Trained, features: Features, clip_id: str) -> Trained:
-    """A speaker-normalised model standardises each speaker on that speaker's own clips; here the file is
-    the speaker, and its segment spans reuse the file's statistics."""
+def _standardised(trained: Trained, speaker_stats: Standardization | None) -> Trained:
+    """The member with the statistics it standardises with: its training clips', or for a
+    speaker-normalised model the speaker's (``speaker_stats``) or else its typical training speaker's."""
     if trained.standardization is not None:
         return trained
-    (stats,) = speaker_standardization(features, [clip_id]).values()
+    stats = speaker_stats or trained.speaker_fallback
+    assert stats is not None, "a checkpoint without a typical speaker is given the file's own statistics"
     return dataclasses.replace(trained, standardization=stats)
 
 
 def score_clip(
-    predictor: Predictor, clip: ClipFeatures, features: Features, batch_size: int = 32
+    predictor: Predictor,
+    clip: ClipFeatures,
+    features: Features,
+    speaker_stats: Standardization | None,
+    batch_size: int = 32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(classes,) posterior of the clip and (segments, classes) of its segments in segment order, averaged
-    over the predictor's models."""
+    over the predictor's models; ``speaker_stats`` as in :func:`_standardised`."""
     clip_id = clip.clip["clip_id"]
     spans = segment_spans(features, clip) if predictor.input_kind == "clip" else None
     clip_members, segment_members = [], []
     for member in predictor.members:
-        trained = _own_statistics(member, features, clip_id)
+        trained = _standardised(member, speaker_stats)
         whole = trained_posteriors(trained, features, _unlabelled(trained, [clip_id]), [clip_id], batch_size)
         clip_members.append(whole.clips.probabilities)
         if whole.segments is not None:

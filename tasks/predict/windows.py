@@ -1,23 +1,22 @@
-"""Long files a window at a time, in bounded memory.
+"""Files a window at a time: features made and kept on disk, then scored.
 
 ``tasks.video.faces`` streams video frames already, but a file's features (decoded audio, spectrogram,
 log-mel images, face crops, embeddings) grow with its length. A file longer than ``window_s`` is
-therefore processed one window at a time. A window is a copy of the file's streams from a start on the
-segment and VAD grid (the video stream copied without re-encoding, MOV edit lists making the decoder
-start at the exact frame; a lossless re-encode where MOV cannot hold the codec), cut just long enough to
-hold the segments starting in it: the windows' segments are the whole file's, each in exactly one
-window. VAD smoothing and face tracking restart at window starts. Clip models see each window as a
-clip, and the file's posterior is the windows' posteriors averaged, weighted by their kept segments. A
-file no longer than one window is processed whole, exactly as ``avemo preprocess`` processes a clip.
+therefore processed one window at a time, each window's features written as Parquet tables and read
+back one window at a time to be scored, so memory stays bounded; disk holds a file's features (a
+speaker's, for a speaker-normalised model) until it is scored. A window is a copy of the file's streams
+from a start on the segment and VAD grid (the video stream copied without re-encoding, MOV edit lists
+making the decoder start at the exact frame; a lossless re-encode where MOV cannot hold the codec), cut
+just long enough to hold the segments starting in it: the windows' segments are the whole file's, each
+in exactly one window. VAD smoothing and face tracking restart at window starts. A file no longer than
+one window is processed whole, exactly as ``avemo preprocess`` processes a clip.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +26,10 @@ from avemo.config import PreprocessParams
 from avemo.ffmpeg import ffmpeg_exe
 from tasks.audio.segment import samples_per
 from tasks.clip import ClipFeatures, ClipSource, StageFailure, clip_features
-from tasks.predict.compatibility import PredictError, Predictor, check_media
-from tasks.predict.scoring import load_clip_features, score_clip
+from tasks.learning.features import Features, load_features
+from tasks.learning.standardization import RunningStandardization, Standardization
+from tasks.predict.compatibility import PredictError, Predictor
+from tasks.predict.scoring import score_clip, write_clip_features
 from tasks.probe import MediaInfo, probe, sha256_file
 
 
@@ -110,6 +111,17 @@ class SkippedWindow:
     reason: str
 
 
+# How a file's features were standardised (docs/predict.md): a model fitted with global statistics
+# keeps them; a speaker-normalised one standardises each speaker over its own files, as evaluation does.
+STANDARDISATIONS = {
+    "training_clips": "the training clips' statistics, kept in the checkpoint",
+    "speaker": "the speaker's own statistics, over its files predicted in this run, as evaluation does",
+    "typical_speaker": "a typical training speaker's statistics, kept in the checkpoint: the speaker is not known",
+    "own_file": "the file's own statistics: the speaker is not known and the checkpoint predates stored "
+    "training-speaker statistics",
+}
+
+
 @dataclass(frozen=True)
 class FilePrediction:
     file: Path
@@ -122,6 +134,8 @@ class FilePrediction:
     segments: tuple[SegmentRow, ...]
     windows: int
     skipped_windows: tuple[SkippedWindow, ...]  # windows without a kept segment (silence, a short tail)
+    speaker: str | None  # None: not known
+    standardisation: str  # a key of STANDARDISATIONS
 
 
 @dataclass(frozen=True)
@@ -129,6 +143,114 @@ class FileFailure:
     file: Path
     stage: str
     reason: str
+
+
+@dataclass(frozen=True)
+class ExtractedWindow:
+    """A window's features, as Parquet tables in ``folder``, and the few columns its timeline needs."""
+
+    window: Window
+    folder: Path
+    timeline: ClipFeatures  # the clip row and segment columns of the timeline, without feature arrays
+    first_segment: int  # the file's index of its first kept segment
+
+
+@dataclass(frozen=True)
+class ExtractedFile:
+    """A file whose features are made and waiting to be scored (after its speaker's statistics)."""
+
+    file: Path
+    sha256: str
+    info: MediaInfo
+    windows: tuple[ExtractedWindow, ...]
+    planned: int  # windows planned; the others were skipped
+    skipped: tuple[SkippedWindow, ...]
+
+    def features(self, predictor: Predictor) -> Iterator[tuple[ExtractedWindow, Features]]:
+        """Each window's features, read back as training reads them, one window in memory at a time."""
+        for window in self.windows:
+            yield window, load_features(window.folder, predictor.needs, predictor.input_kind, predictor.frontend)
+
+
+# The columns of a clip and of its segments that the timeline and the segment spans read.
+_TIMELINE_CLIP = ("clip_id", "path", "duration_s", "voiced_share", "linear_times")
+_TIMELINE_SEGMENTS = ("segment", "t_begin", "t_end", "voiced_share", "n_no_face", "face_frames")
+
+
+def _timeline(clip: ClipFeatures) -> ClipFeatures:
+    frames = clip.frames.select(["frame_index"]) if clip.frames is not None else None
+    return ClipFeatures(
+        clip={name: clip.clip[name] for name in _TIMELINE_CLIP},
+        segments=clip.segments.select(list(_TIMELINE_SEGMENTS)),
+        frames=frames,
+        frontends={},
+        seconds={},
+        cached={},
+    )
+
+
+def _window_source(file: Path, media: Path, sha256: str, info: MediaInfo) -> ClipSource:
+    return ClipSource(
+        clip_id=file.stem,
+        path=str(file),
+        file=media,
+        sha256=sha256,
+        corpus="predict",
+        speaker=file.stem,
+        label="",
+        corpus_label="",
+        info=info if media == file else probe(media),
+    )
+
+
+def extract_file(
+    predictor: Predictor,
+    file: Path,
+    info: MediaInfo,
+    folder: Path,
+    *,
+    window_s: float = 60.0,
+    on_window: Callable[[], None] | None = None,
+) -> ExtractedFile | FileFailure:
+    """The file's features, a window at a time, written to ``folder`` (one sub-folder per window); a
+    FileFailure when no window has a kept segment or a stage fails."""
+    with_video = "video" in predictor.needs and info.has_video
+    sha256 = sha256_file(file)
+    planned = plan_windows(info.duration_s, predictor.params, window_s)
+    windows: list[ExtractedWindow] = []
+    skipped: list[SkippedWindow] = []
+    segments = 0
+    for k, window in enumerate(planned):
+        window_folder = folder / f"window-{k}"
+        window_folder.mkdir(parents=True)
+        media = file if window.length_s is None else cut_window(file, window, with_video, window_folder)
+        clip = clip_features(_window_source(file, media, sha256, info), predictor.params, with_faces=with_video)
+        if media != file:
+            media.unlink()  # the cut is not needed once its features are made
+        if on_window is not None:
+            on_window()
+        if isinstance(clip, StageFailure):
+            # one window without speech, or a tail past the audio's end, does not fail a long file
+            if len(planned) > 1 and clip.stage in ("segment", "demux"):
+                skipped.append(SkippedWindow(window.start_s, clip.stage, clip.reason))
+                continue
+            return FileFailure(file, clip.stage, clip.reason)
+        write_clip_features(clip, predictor.params, window_folder)
+        windows.append(ExtractedWindow(window, window_folder, _timeline(clip), segments))
+        segments += clip.segments.num_rows
+    if not windows:
+        first = skipped[0]
+        return FileFailure(file, first.stage, f"no window has a kept speech segment; the first says: {first.reason}")
+    return ExtractedFile(file, sha256, info, tuple(windows), len(planned), tuple(skipped))
+
+
+def file_statistics(predictor: Predictor, files: Sequence[ExtractedFile]) -> Standardization:
+    """The statistics of every window of ``files``: a speaker's, as evaluation fits a test speaker's."""
+    running = RunningStandardization()
+    for extracted in files:
+        for _, features in extracted.features(predictor):
+            running.add(features, features.clip_ids)
+    return running.result()
 
 
 def _rows(
@@ -164,102 +286,51 @@ def _rows(
     ]
 
 
-@dataclass(frozen=True)
-class _WindowResult:
-    rows: list[SegmentRow]
-    posterior: np.ndarray  # (classes,)
-    duration_s: float  # of the window's decoded audio
-    voiced_share: float
-
-
-def _predict_window(
+def score_file(
     predictor: Predictor,
-    source: ClipSource,
-    window: Window,
-    first_segment: int,
-    with_video: bool,
-    batch_size: int,
-    folder: Path,
-) -> _WindowResult | StageFailure:
-    """One window's timeline rows and posterior. Its features are dropped on return, so a long file never
-    holds more than one window's."""
-    params = predictor.params
-    clip = clip_features(source, params, with_faces=with_video)
-    if isinstance(clip, StageFailure):
-        return clip
-    features = load_clip_features(clip, params, predictor, folder)
-    posterior, segment_posteriors = score_clip(predictor, clip, features, batch_size)
-    rows = _rows(
-        clip, window.start_s, first_segment, segment_posteriors, predictor.classes, params.faces.frames_per_segment
-    )
-    return _WindowResult(rows, posterior, clip.clip["duration_s"], clip.clip["voiced_share"])
-
-
-def predict_file(
-    predictor: Predictor,
-    file: Path,
+    extracted: ExtractedFile,
+    speaker_stats: Standardization | None,
     *,
-    window_s: float = 60.0,
+    speaker: str | None,
+    standardisation: str,
     batch_size: int = 32,
-    info: MediaInfo | None = None,
-    on_window: Callable[[], None] | None = None,
-) -> FilePrediction | FileFailure:
-    """The file's emotion and segment timeline; a FileFailure when no window has a kept segment or a
-    stage fails (raises PredictError for a file the predictor cannot use at all, see :func:`check_media`)."""
-    file = Path(file)
-    info = info or check_media(predictor, file)
-    params = predictor.params
-    with_video = "video" in predictor.needs and info.has_video
-    sha256 = sha256_file(file)
-    windows = plan_windows(info.duration_s, params, window_s)
+) -> FilePrediction:
+    """The file's emotion and segment timeline from its extracted windows. Clip models see each window
+    as a clip, and the file's posterior is the windows' averaged, weighted by their kept segments.
+
+    ``speaker_stats`` standardise a speaker-normalised model's inputs (None: each checkpoint's typical
+    training speaker); a model with training-clip statistics keeps its own."""
     rows: list[SegmentRow] = []
-    posteriors, weights, skipped = [], [], []
+    posteriors, weights = [], []
     duration, voiced_time = 0.0, 0.0
-    with tempfile.TemporaryDirectory(prefix="avemo-predict-") as tmp:
-        for k, window in enumerate(windows):
-            folder = Path(tmp) / f"window-{k}"
-            folder.mkdir()
-            media = file if window.length_s is None else cut_window(file, window, with_video, folder)
-            source = ClipSource(
-                clip_id=file.stem,
-                path=str(file),
-                file=media,
-                sha256=sha256,
-                corpus="predict",
-                speaker=file.stem,
-                label="",
-                corpus_label="",
-                info=info if media == file else probe(media),
-            )
-            outcome = _predict_window(predictor, source, window, len(rows), with_video, batch_size, folder)
-            if isinstance(outcome, StageFailure):
-                # one window without speech, or a tail past the audio's end, does not fail a long file
-                if len(windows) > 1 and outcome.stage in ("segment", "demux"):
-                    skipped.append(SkippedWindow(window.start_s, outcome.stage, outcome.reason))
-                else:
-                    return FileFailure(file, outcome.stage, outcome.reason)
-            else:
-                rows += outcome.rows
-                posteriors.append(outcome.posterior)
-                weights.append(len(outcome.rows))
-                duration = max(duration, window.start_s + outcome.duration_s)
-                voiced_time += outcome.voiced_share * outcome.duration_s
-            shutil.rmtree(folder)  # a long file never keeps more than one window on disk
-            if on_window is not None:
-                on_window()
-    if not posteriors:
-        first = skipped[0]
-        return FileFailure(file, first.stage, f"no window has a kept speech segment; the first says: {first.reason}")
+    faces_per_segment = predictor.params.faces.frames_per_segment
+    for window, features in extracted.features(predictor):
+        posterior, segment_posteriors = score_clip(predictor, window.timeline, features, speaker_stats, batch_size)
+        rows += _rows(
+            window.timeline,
+            window.window.start_s,
+            window.first_segment,
+            segment_posteriors,
+            predictor.classes,
+            faces_per_segment,
+        )
+        posteriors.append(posterior)
+        weights.append(window.timeline.segments.num_rows)
+        clip = window.timeline.clip
+        duration = max(duration, window.window.start_s + clip["duration_s"])
+        voiced_time += clip["voiced_share"] * clip["duration_s"]
     probabilities = np.average(np.stack(posteriors), axis=0, weights=weights)
     return FilePrediction(
-        file=file,
-        sha256=sha256,
+        file=extracted.file,
+        sha256=extracted.sha256,
         duration_s=duration,
-        has_video=info.has_video,
+        has_video=extracted.info.has_video,
         voiced_share=min(1.0, voiced_time / duration),
         emotion=predictor.classes[int(np.argmax(probabilities))],
         probabilities=tuple(float(p) for p in probabilities),
         segments=tuple(rows),
-        windows=len(windows),
-        skipped_windows=tuple(skipped),
+        windows=extracted.planned,
+        skipped_windows=extracted.skipped,
+        speaker=speaker,
+        standardisation=standardisation,
     )

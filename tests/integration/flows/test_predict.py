@@ -9,9 +9,12 @@ numbers written into the test.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import logging
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ from avemo.cli import app
 from avemo.config import PreprocessParams, TrainParams
 from avemo.ffmpeg import ffmpeg_exe
 from avemo.parquet_io import read_provenance
+from flows.predict import predict_files
 from models.registry import get_spec
 from tasks.audio.segment import count_frames, samples_per
 from tasks.learning.checkpoints import load_trained, save_trained
@@ -34,7 +38,8 @@ from tasks.learning.inference import Predictions, trained_posteriors
 from tasks.learning.trained import TrainSettings
 from tasks.predict.compatibility import PredictError, check_feature_params, check_media, load_predictor
 from tasks.predict.documents import csv_columns
-from tasks.predict.windows import FilePrediction, Window, plan_windows, predict_file
+from tasks.predict.speakers import predict_group
+from tasks.predict.windows import FilePrediction, Window, plan_windows
 
 CLIP = "1001_DFA_ANG_XX"  # a sample clip: in the training features, so evaluation has predicted it too
 SMALL = {
@@ -44,13 +49,16 @@ SMALL = {
 }
 
 
-def _train(features_dir: Path, system: str, path: Path, seed: int = 0) -> Path:
-    """A few epochs on every sample clip, saved as the train flow saves it (with the feature settings)."""
+def _train(features_dir: Path, system: str, path: Path, seed: int = 0, speakers: tuple[str, ...] | None = None) -> Path:
+    """A few epochs on the sample clips (of ``speakers``: speaker-normalised), saved as the train flow
+    saves it (with the feature settings)."""
     spec = get_spec(system)
     features = load_features(features_dir, spec.needs, spec.input_kind)
     labels = task_labels(features, "emotion")
-    settings = TrainSettings.of(TrainParams(epochs=2, batch_size=8), seed=seed)
-    trained = fit(system, features, labels, list(features.clip_ids), [], settings, hyperparameters=SMALL[system])
+    train = TrainParams(epochs=2, batch_size=8, speaker_normalisation=speakers is not None)
+    settings = TrainSettings.of(train, seed=seed)
+    clips = [c for c, s in zip(features.clip_ids, features.speakers, strict=True) if speakers is None or s in speakers]
+    trained = fit(system, features, labels, clips, [], settings, hyperparameters=SMALL[system])
     stored = read_provenance(features_dir / "clips.parquet")["params"]
     trained.extra.update({"system": system, "fold": "all", "feature_params": stored})
     save_trained(path, trained)
@@ -97,6 +105,22 @@ def wav(sample_features: Path, tmp_path_factory) -> Path:
     return out
 
 
+def _predict(predictor, file: Path, window_s: float = 60.0) -> FilePrediction:
+    """One file of an unknown speaker, as `avemo predict FILE` predicts it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (result,) = predict_group(
+            predictor,
+            [(file, check_media(predictor, file))],
+            None,
+            Path(tmp),
+            window_s=window_s,
+            batch_size=32,
+            on_window=lambda: None,
+        )
+    assert isinstance(result, FilePrediction), result
+    return result
+
+
 def _cli(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch):
     """`avemo ARGS` run in ``cwd``, away from the repository's params.yaml (its defaults apply)."""
     monkeypatch.chdir(cwd)
@@ -113,7 +137,7 @@ def _evaluation(checkpoint: Path, features_dir: Path) -> Predictions:
 
 def test_prediction_is_the_evaluation_path_with_a_timeline(sample_features: Path, models: dict[str, Path]) -> None:
     predictor = load_predictor(models["gfbp"])
-    result = predict_file(predictor, _media(sample_features))
+    result = _predict(predictor, _media(sample_features))
     assert isinstance(result, FilePrediction)
     evaluation = _evaluation(models["gfbp"], sample_features)
     np.testing.assert_allclose(result.probabilities, evaluation.clips.probabilities[0], atol=1e-5)
@@ -133,7 +157,7 @@ def test_prediction_is_the_evaluation_path_with_a_timeline(sample_features: Path
 
 
 def test_a_segment_models_timeline_is_its_segment_posteriors(sample_features: Path, models: dict[str, Path]) -> None:
-    result = predict_file(load_predictor(models["avef_audio"]), _media(sample_features))
+    result = _predict(load_predictor(models["avef_audio"]), _media(sample_features))
     evaluation = _evaluation(models["avef_audio"], sample_features)
     np.testing.assert_allclose(result.probabilities, evaluation.clips.probabilities[0], atol=1e-5)
     order = np.argsort(evaluation.segments.segments)
@@ -175,8 +199,8 @@ def test_cli_json_and_csv(
 
 def test_audio_only_file_with_an_audio_model(sample_features: Path, models: dict[str, Path], wav: Path) -> None:
     predictor = load_predictor(models["audio"])
-    from_wav = predict_file(predictor, wav)
-    from_video = predict_file(predictor, _media(sample_features))
+    from_wav = _predict(predictor, wav)
+    from_video = _predict(predictor, _media(sample_features))
     assert not from_wav.has_video and all(r.face_found is None for r in from_wav.segments)
     # The same audio samples give the same segments and posteriors, whatever the container.
     assert [r.t_begin for r in from_wav.segments] == [r.t_begin for r in from_video.segments]
@@ -226,8 +250,8 @@ def test_other_feature_settings_are_refused(
 
 def test_a_model_folder_averages_its_checkpoints(sample_features: Path, models: dict[str, Path]) -> None:
     media = _media(sample_features)
-    folder = predict_file(load_predictor(models["audio"].parent), media)
-    singles = [predict_file(load_predictor(models[name]), media) for name in ("audio", "audio_seed1")]
+    folder = _predict(load_predictor(models["audio"].parent), media)
+    singles = [_predict(load_predictor(models[name]), media) for name in ("audio", "audio_seed1")]
     assert singles[0].probabilities != pytest.approx(singles[1].probabilities)  # two different models
     np.testing.assert_allclose(folder.probabilities, np.mean([s.probabilities for s in singles], axis=0), atol=1e-6)
     np.testing.assert_allclose(
@@ -254,8 +278,123 @@ def test_windows_hold_each_segment_of_the_file_once() -> None:
 
 def test_a_windowed_file_has_the_whole_files_segments(sample_features: Path, models: dict[str, Path]) -> None:
     predictor = load_predictor(models["audio"])
-    whole = predict_file(predictor, _media(sample_features))
-    windowed = predict_file(predictor, _media(sample_features), window_s=1.0)
+    whole = _predict(predictor, _media(sample_features))
+    windowed = _predict(predictor, _media(sample_features), window_s=1.0)
     assert windowed.windows > 1 and whole.windows == 1
     assert [r.t_begin for r in windowed.segments] == pytest.approx([r.t_begin for r in whole.segments])
     assert [r.segment for r in windowed.segments] == list(range(len(whole.segments)))
+
+
+HELD_OUT = "1003"  # the sample speaker the speaker-normalised models never saw
+
+
+@pytest.fixture(scope="module")
+def normalised(sample_features: Path, tmp_path_factory) -> dict[str, Path]:
+    """Speaker-normalised models of the other two sample speakers."""
+    root = tmp_path_factory.mktemp("normalised_models")
+    return {
+        system: _train(sample_features, system, root / f"{system}.pt", speakers=("1001", "1002"))
+        for system in ("audio", "avef_audio")
+    }
+
+
+def _held_out_clips(sample_features: Path) -> list[str]:
+    clips = pq.read_table(sample_features / "clips.parquet", columns=["clip_id", "speaker"]).to_pylist()
+    return [row["clip_id"] for row in clips if row["speaker"] == HELD_OUT]
+
+
+def _evaluated_clips(checkpoint: Path, features_dir: Path, clips: list[str]) -> dict[str, np.ndarray]:
+    """Evaluation's posteriors of ``clips``: their speaker standardised over all of them."""
+    trained = load_trained(checkpoint)
+    spec = get_spec(trained.model_name)
+    features = load_features(features_dir, spec.needs, spec.input_kind)
+    scored = trained_posteriors(trained, features, task_labels(features, "emotion"), clips).clips
+    return dict(zip(scored.clip_ids, scored.probabilities, strict=True))
+
+
+@pytest.mark.parametrize("system", ["audio", "avef_audio"])
+def test_a_held_out_speakers_files_get_evaluations_posteriors(
+    sample_features: Path, normalised: dict[str, Path], system: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    clips = _held_out_clips(sample_features)
+    evaluation = _evaluated_clips(normalised[system], sample_features, clips)
+    files = [_media(sample_features, clip) for clip in clips]
+    run = predict_files(
+        files,
+        normalised[system],
+        device="cpu",
+        window_s=60.0,
+        batch_size=32,
+        logger=logging.getLogger("t"),
+        speaker=HELD_OUT,
+    )
+    assert not run.failures and not caplog.records  # a known speaker with several files: nothing to warn about
+    for clip, result in zip(clips, run.results, strict=True):
+        assert isinstance(result, FilePrediction)
+        assert (result.speaker, result.standardisation) == (HELD_OUT, "speaker")
+        np.testing.assert_allclose(result.probabilities, evaluation[clip], atol=1e-5)
+
+    # Each file alone, speaker unknown: a typical training speaker's statistics, which the run says.
+    alone = predict_files(
+        files[:1], normalised[system], device="cpu", window_s=60.0, batch_size=32, logger=logging.getLogger("t")
+    )
+    (result,) = alone.results
+    assert isinstance(result, FilePrediction) and result.standardisation == "typical_speaker"
+    assert "1 file(s) have no speaker: they use a typical training speaker's statistics" in caplog.text
+    trained = load_trained(normalised[system])
+    typical = dataclasses.replace(trained, standardization=trained.speaker_fallback)
+    spec = get_spec(trained.model_name)
+    features = load_features(sample_features, spec.needs, spec.input_kind)
+    expected = trained_posteriors(typical, features, task_labels(features, "emotion"), clips[:1]).clips
+    np.testing.assert_allclose(result.probabilities, expected.probabilities[0], atol=1e-5)
+    # other statistics, other numbers: beyond the tolerance that tells the two apart above
+    assert np.abs(np.subtract(result.probabilities, evaluation[clips[0]])).max() > 1e-4
+
+
+def test_speakers_from_a_csv_or_the_manifest_through_the_cli(
+    sample_features: Path, normalised: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clips = _held_out_clips(sample_features)
+    evaluation = _evaluated_clips(normalised["audio"], sample_features, clips)
+    table = tmp_path / "speakers.csv"
+    table.write_text("path,speaker\n" + "".join(f"{_media(sample_features, c)},{HELD_OUT}\n" for c in clips))
+    files = [str(_media(sample_features, c)) for c in clips]
+    by_csv = _cli(["predict", *files, "-m", str(normalised["audio"]), "--speakers", str(table)], tmp_path, monkeypatch)
+    assert by_csv.exit_code == 0, by_csv.output
+    # No files named: every file of the manifest, each speaker over its own files.
+    manifest = sample_features.parent / "manifest.parquet"
+    by_manifest = _cli(["predict", "-m", str(normalised["audio"]), "--speakers", str(manifest)], tmp_path, monkeypatch)
+    assert by_manifest.exit_code == 0, by_manifest.output
+    csv_files = json.loads(by_csv.stdout)["files"]
+    manifest_files = {entry["file"]: entry for entry in json.loads(by_manifest.stdout)["files"]}
+    assert len(manifest_files) == 12 and {e["speaker"] for e in manifest_files.values()} == {"1001", "1002", "1003"}
+    for clip, entry in zip(clips, csv_files, strict=True):
+        assert entry["speaker"] == HELD_OUT and entry["standardisation"] == "speaker"
+        assert manifest_files[str(Path(entry["file"]).resolve())]["probabilities"] == entry["probabilities"]
+        # the JSON keeps 4 decimals
+        np.testing.assert_allclose(list(entry["probabilities"].values()), evaluation[clip], atol=6e-5)
+
+    missing = _cli(
+        ["predict", files[0], "-m", str(normalised["audio"]), "--speakers", str(tmp_path / "x.csv")],
+        tmp_path,
+        monkeypatch,
+    )
+    assert missing.exit_code == 1 and "speaker table" in missing.stderr and "not found" in missing.stderr
+
+
+def test_a_checkpoint_without_a_typical_speaker_uses_the_files_own_and_says_so(
+    sample_features: Path, normalised: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    trained = load_trained(normalised["audio"])
+    trained.speaker_fallback = None  # as avemo wrote checkpoints before it stored one
+    old = tmp_path / "old.pt"
+    save_trained(old, trained)
+    clip = _held_out_clips(sample_features)[0]
+    run = predict_files(
+        [_media(sample_features, clip)], old, device="cpu", window_s=60.0, batch_size=32, logger=logging.getLogger("t")
+    )
+    (result,) = run.results
+    assert isinstance(result, FilePrediction) and result.standardisation == "own_file"
+    assert "each file's own statistics (its checkpoint predates stored training-speaker statistics)" in caplog.text
+    # the file alone as its speaker: what evaluation gives a speaker with one clip
+    np.testing.assert_allclose(result.probabilities, _evaluated_clips(old, sample_features, [clip])[clip], atol=1e-5)

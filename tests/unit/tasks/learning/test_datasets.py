@@ -27,9 +27,12 @@ from tasks.learning.features import (
     task_labels,
 )
 from tasks.learning.standardization import (
+    Moments,
+    RunningStandardization,
     Standardization,
     fit_standardization,
     speaker_standardization,
+    typical_speaker,
 )
 
 BINS, MELS, FRAMES, FACES, CROP, DIM = 200, 64, 64, 16, 32, 8
@@ -301,3 +304,34 @@ def test_speaker_normalisation_standardises_each_speaker_on_its_own_clips(featur
     np.testing.assert_allclose(standardised.mean(axis=0), 0, atol=1e-3)
     with pytest.raises(DatasetError, match="no standardisation for speakers"):
         ClipDataset(features, task_labels(features, "emotion"), ["a"], {"s2": per_speaker["s2"]})
+
+
+@pytest.mark.parametrize("kind", ["clip", "segment"])
+def test_statistics_gathered_clip_by_clip_equal_those_of_all_clips_at_once(features_dir, kind):
+    """Prediction fits a speaker's statistics a file (a window) at a time; evaluation all at once."""
+    features = load_features(features_dir, {"audio", "video"}, kind)
+    running = RunningStandardization()
+    for clip in ["a", "b", "d"]:
+        running.add(features, [clip])
+    gathered, at_once = running.result(), fit_standardization(features, ["a", "b", "d"])
+    assert gathered.stats.keys() == at_once.stats.keys()
+    for name, (mean, std) in at_once.stats.items():
+        np.testing.assert_allclose(gathered.stats[name][0], mean, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(gathered.stats[name][1], std, rtol=1e-6)
+
+
+def test_missing_values_are_left_out_of_the_moments():
+    x = np.array([[1.0, np.nan], [3.0, np.nan], [np.nan, np.nan], [5.0, np.nan]])
+    merged = Moments.of(x[:1], (0,)).merged(Moments.of(x[1:], (0,)))
+    mean, std = merged.mean_std()
+    np.testing.assert_allclose(mean, [3.0, 0.0])  # a feature never present: centred on 0, scaled by 1
+    np.testing.assert_allclose(std, [np.std([1.0, 3.0, 5.0]), 1.0])
+
+
+def test_typical_speaker_averages_the_speakers_means_and_variances(features_dir):
+    features = load_features(features_dir, {"audio"}, "clip")
+    per_speaker = speaker_standardization(features, ["a", "b", "c", "d"])
+    typical = typical_speaker(per_speaker)
+    (m1, s1), (m2, s2) = (per_speaker[s].stats["spectrogram"] for s in ("s1", "s2"))
+    np.testing.assert_allclose(typical.stats["spectrogram"][0], (m1 + m2) / 2, rtol=1e-6)
+    np.testing.assert_allclose(typical.stats["spectrogram"][1], np.sqrt((s1**2 + s2**2) / 2), rtol=1e-6)
