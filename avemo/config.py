@@ -354,6 +354,15 @@ class Params(_Section):
     predict: PredictParams
     serve: ServeParams
 
+    @field_validator("models", mode="before")
+    @classmethod
+    def _shipped_systems(cls, value: Any) -> Any:
+        """A file's ``models`` keeps the systems it leaves out, and each system's keys it leaves out."""
+        if not isinstance(value, dict):
+            return value
+        shipped = shipped_section("models")
+        return {**shipped, **{name: {**(shipped.get(name) or {}), **(keys or {})} for name, keys in value.items()}}
+
     def system(self, name: str) -> SystemChoice:
         """What ``models.NAME`` chooses: an audio ``frontend`` (absent: the paper's), a ``train`` recipe
         over the train section's (any of its optimisation keys), and the model's hyper-parameters."""

@@ -100,9 +100,13 @@ def extract(name: str, signal: np.ndarray, sample_rate: int, windows: Sequence[t
     clip = clip_functionals(name, signal, sample_rate)
     starts = frames.index.get_level_values("start").total_seconds().to_numpy()
     ends = frames.index.get_level_values("end").total_seconds().to_numpy()
+    # ComParE's descriptors repeat their last frame's start (its streams of two frame sizes end apart): once each
+    own = np.r_[True, np.diff(starts) > 0] if len(starts) else np.zeros(0, bool)
+    # the frame's centre; openSMILE cuts the last frame's end at the signal's end, so the first's width serves
+    half = (ends[0] - starts[0]) / 2 if len(starts) else 0.0
     return SmileOutput(
-        frame_times=((starts + ends) / 2).astype(np.float32),
-        frames=frames.to_numpy(np.float32),
+        frame_times=(starts[own] + half).astype(np.float32),
+        frames=frames.to_numpy(np.float32)[own],
         segments=_by_window(segments, per_window_starts, windows),
         clip=clip,
     )

@@ -304,7 +304,12 @@ def _perturbed_rows(
     another voice, as a new speaker's would be."""
     rows, classes = [], []
     views = features.pooled_views or {}
-    count = min((len(views[c]) for c in train_clips), default=0)
+    count = min((len(views[c]) for c in train_clips if c in views), default=0)
+    if count == 0:
+        raise TrainError(
+            "train.speed_perturbation learns from the clips' speed-perturbed vectors, but the features have "
+            "none; preprocess with preprocess.speed_perturbation set (e.g. [0.9, 1.1]), or set it false"
+        )
     for v in range(count):
         view = dataclasses.replace(features, pooled={c: views[c][v] for c in views}, pooled_views=None)
         stats = speaker_standardization(view, train_clips) if settings.speaker_normalisation else None

@@ -65,6 +65,15 @@ def test_every_value_comes_from_params_yaml_and_a_partial_file_keeps_the_others(
     assert params.preprocess.segment == PreprocessParams().segment and params.train.lr == TrainParams().lr
 
 
+def test_a_partial_models_section_keeps_the_other_systems_and_keys(tmp_path: Path) -> None:
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
+    path = tmp_path / "params.yaml"
+    path.write_text("models:\n  avef:\n    fc_dim: 128\n  gfbp:\n    O: 64\n")
+    models = load_params(path).models
+    assert models["avef"] == {**shipped["avef"], "fc_dim": 128} and models["gfbp"] == {"O": 64}
+    assert models.keys() == shipped.keys()
+
+
 def test_the_renamed_optimizer_says_its_new_name() -> None:
     with pytest.raises(ValueError, match="optimizer 'adam' is now called 'adamw'"):
         TrainParams(optimizer="adam")
