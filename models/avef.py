@@ -28,7 +28,7 @@ from sklearn.svm import SVC
 from torch import Tensor, nn
 
 from avemo.errors import AvemoError
-from models.classical import calibrated
+from models.classical import fit_calibrated
 from models.layers import ALEXNET_CHANNELS, alexnet_lrn
 
 C3D_CHANNELS: tuple[int, ...] = (64, 128, 256, 256, 512, 512, 512, 512)  # conv1a .. conv5b
@@ -396,7 +396,7 @@ class ClipSVM:
 
     def fit(self, clip_embeddings: np.ndarray, labels: Sequence[Hashable] | np.ndarray) -> ClipSVM:
         y = np.asarray(labels)
-        self.fitted = calibrated(self.svc, y).fit(np.asarray(clip_embeddings), y)
+        self.fitted = fit_calibrated(self.svc, np.asarray(clip_embeddings), y)
         return self
 
     @property

@@ -11,12 +11,15 @@ deterministically. Both are fitted in one step by :meth:`fit_classifier`, not by
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 from sklearn.svm import SVC
 from torch import Tensor, nn
@@ -120,7 +123,7 @@ class SupportVectorMachine(nn.Module):
     def _fitted(self) -> Any:
         """The SVM of the kept training vectors, fitted once (and again after a checkpoint is loaded).
 
-        Probabilities from :func:`calibrated`."""
+        Probabilities from :func:`fit_calibrated`."""
         if self._classifier is None:
             x, y = self.train_x.double().numpy(), self.train_y.numpy()
             svc = SVC(
@@ -129,16 +132,27 @@ class SupportVectorMachine(nn.Module):
                 gamma="scale",
                 class_weight=_balanced(bool(self.class_weighting)),
             )
-            self._classifier = calibrated(svc, y).fit(x, y)
+            self._classifier = fit_calibrated(svc, x, y)
         return self._classifier
 
 
-def calibrated(svc: SVC, labels: np.ndarray) -> CalibratedClassifierCV:
+def fit_calibrated(svc: SVC, features: np.ndarray, labels: np.ndarray) -> CalibratedClassifierCV:
     """An SVM whose probabilities come from sigmoid (Platt) calibration on unshuffled folds: 5, or fewer
-    when a class has fewer examples, so fitting is deterministic and works on small corpora."""
+    when a class has fewer examples, so fitting is deterministic and works on small corpora. When a class
+    has a single example no fold split exists: the SVM is fitted on everything and calibrated on the same
+    vectors (overconfident, but it trains; a warning says so)."""
     _, counts = np.unique(labels, return_counts=True)
-    folds = max(2, int(min(5, counts.min())))
-    return CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False)
+    if counts.min() >= 2:
+        folds = int(min(5, counts.min()))
+        return CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False).fit(features, labels)
+    warnings.warn(
+        "a class has a single training example: the SVM's probabilities are calibrated on its own training "
+        "vectors, so they are overconfident",
+        stacklevel=2,
+    )
+    frozen = FrozenEstimator(clone(svc).fit(features, labels))
+    everything = np.arange(len(labels))
+    return CalibratedClassifierCV(frozen, method="sigmoid", cv=[(everything, everything)]).fit(features, labels)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,7 @@ functionals per 655 ms segment and per clip.
 Three openSMILE runs per clip and feature set: the low-level descriptors (LLDs, every 10 ms), the
 functionals over each kept segment's window (openSMILE's own ``frameMode = list``, the windows in time
 order), and the functionals over the whole clip. openSMILE reads the signal at the file's own sample
-rate, as ``opensmile.process_file`` does: resampled to 16 kHz first, eGeMAPS loses 0.05 UAR on EmoDB
-(benchmarks/quality.py measures it). Its library is under audEERING's research licence; avemo works
+rate, as ``opensmile.process_file`` does, so its features are those of the library's own users. Its library is under audEERING's research licence; avemo works
 without it, and a system that needs it says what to install.
 """
 
@@ -47,7 +46,8 @@ def _opensmile() -> Any:
     except ImportError as err:
         raise OpenSmileMissing(
             "the opensmile front-ends (egemaps, compare) need audEERING's opensmile package "
-            "(research licence): pip install opensmile, or choose another front-end (whisper, linear, logmel)"
+            "(research licence): pip install opensmile, or take egemaps and compare out of preprocess.frontends "
+            "and choose another front-end (whisper, linear, logmel) for the systems that read them"
         ) from err
     return opensmile
 

@@ -178,11 +178,12 @@ def test_cache_reruns_only_what_changed(good_clip: Path, tmp_path: Path) -> None
     corpus.mkdir(parents=True)
     shutil.copy(good_clip, corpus / good_clip.name)
     params = _params(tmp_path)
+    per_clip = 3 + len(params.frontends)  # audio, faces, face_features and each front-end
 
     first = run_preprocess(_ingest(corpus.parent, "cremad", tmp_path), tmp_path / "f1", params)
     assert first.succeeded == 1 and first.cached_stages == 0
     again = run_preprocess(_ingest(corpus.parent, "cremad", tmp_path), tmp_path / "f2", params)
-    assert again.cached_stages == 3  # audio, faces, face_features all reused
+    assert again.cached_stages == per_clip  # every stage reused
     assert pq.read_table(tmp_path / "f1" / "segments.parquet").equals(
         pq.read_table(tmp_path / "f2" / "segments.parquet")
     )
@@ -190,11 +191,12 @@ def test_cache_reruns_only_what_changed(good_clip: Path, tmp_path: Path) -> None
     (other,) = write_sample_corpus(tmp_path / "more", [1002], ["SAD"], seed=0, sentences=("DFA",))
     shutil.copy(other, corpus / other.name)
     added = run_preprocess(_ingest(corpus.parent, "cremad", tmp_path), tmp_path / "f3", params)
-    assert added.succeeded == 2 and added.cached_stages == 3  # only the new clip computed
+    assert added.succeeded == 2 and added.cached_stages == per_clip  # only the new clip computed
 
     crops = params.model_copy(update={"faces": params.faces.model_copy(update={"crop_size": 32})})
     changed = run_preprocess(_ingest(corpus.parent, "cremad", tmp_path), tmp_path / "f4", crops)
-    assert changed.cached_stages == 2  # both clips' audio reused; faces and embeddings recomputed
+    # both clips' audio and front-ends reused; faces and embeddings recomputed
+    assert changed.cached_stages == 2 * (per_clip - 2)
     frames = pq.read_table(tmp_path / "f4" / "frames.parquet")
     assert frames.schema.field("crop").type.shape == [32, 32, 3]
 

@@ -375,6 +375,18 @@ def test_clip_svm_separates_clusters_and_gives_probabilities() -> None:
     assert list(svm.predict(centres)) == ["anger", "happiness", "sadness"]
 
 
+def test_clip_svm_fits_with_a_class_of_one_clip_and_warns() -> None:
+    """No calibration folds exist for a single clip: it calibrates on its training vectors instead."""
+    centres = np.array([[2.0, 0.0], [0.0, 2.0]])
+    x = np.vstack([centres[[0, 0, 0]] + [[0.1, 0.0], [0.0, 0.1], [-0.1, 0.0]], centres[[1]]])
+    labels = np.array(["anger", "anger", "anger", "sadness"])
+    with pytest.warns(UserWarning, match="single training example"):
+        svm = ClipSVM(degree=3, C=1.0, coef0=1.0).fit(x, labels)
+    proba = svm.predict_proba(centres)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert list(svm.classes_) == ["anger", "sadness"]
+
+
 # --- tiny overfit: every registered model learns 8 fixed samples --------------------------------
 
 

@@ -29,7 +29,7 @@ VIDEO_DIM = 16
 SMALL_AUDIO = dict(audio_channels=(4, 8, 8, 8, 8))
 SMALL_VIDEO: dict = {}  # the video stream's input width comes from the features
 SMALL_AVEF = dict(width=1 / 16, fc_dim=16, dbn_hidden=(16, 8))  # 32 px crops: the features'
-FAST = TrainSettings.of(TrainParams(epochs=30, batch_size=4, lr=3e-2, patience=4), seed=0)
+FAST = TrainSettings.of(TrainParams(epochs=30, batch_size=4, lr=3e-2, patience=4, speaker_normalisation=False), seed=0)
 
 
 def clip_features(clips_per_class: int = 6, seed: int = 0) -> Features:
@@ -263,7 +263,10 @@ def test_avef_trains_on_segments_and_its_clip_svm_survives_the_checkpoint(tmp_pa
     features = segment_features()
     labels = task_labels(features, "emotion")
     train, val = split(features)
-    settings = TrainSettings.of(TrainParams(epochs=3, batch_size=8, lr=3e-3, patience=3, dbn_pretrain_epochs=1))
+    train_params = TrainParams(
+        epochs=3, batch_size=8, lr=3e-3, patience=3, dbn_pretrain_epochs=1, speaker_normalisation=False
+    )
+    settings = TrainSettings.of(train_params)
     trained = fit("avef", features, labels, train, val, settings, hyperparameters=SMALL_AVEF)
     assert trained.clip_svm is not None
     embeddings, svm_labels = trained.svm_training
