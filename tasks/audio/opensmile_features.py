@@ -4,8 +4,9 @@ functionals per 655 ms segment and per clip.
 Three openSMILE runs per clip and feature set: the low-level descriptors (LLDs, every 10 ms), the
 functionals over each kept segment's window (openSMILE's own ``frameMode = list``, the windows in time
 order), and the functionals over the whole clip. openSMILE reads the signal at the file's own sample
-rate, as ``opensmile.process_file`` does, so its features are those of the library's own users. Its library is under audEERING's research licence; avemo works
-without it, and a system that needs it says what to install.
+rate, as ``opensmile.process_file`` does, so its features are those of the library's own users. Its
+library is under audEERING's research licence; avemo works without it, and a system that needs it says
+what to install.
 """
 
 from __future__ import annotations
