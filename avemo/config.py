@@ -95,6 +95,7 @@ class AudioParams(_Section):
 
     sample_rate: Literal[8000, 16000, 32000, 48000]  # rates webrtcvad accepts
     pre_emphasis: float = Field(ge=0.0, le=1.0)
+    ffmpeg: str = Field(min_length=1)  # bundled, system or a path to a binary: avemo.ffmpeg.decoder
 
 
 class VadParams(_Section):

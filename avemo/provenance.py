@@ -55,10 +55,11 @@ def git_commit() -> dict[str, Any]:
 
 
 @functools.cache
-def tool_versions() -> dict[str, str]:
-    from avemo.ffmpeg import ffmpeg_version
+def tool_versions(ffmpeg_setting: str = "bundled") -> dict[str, str]:
+    """The versions of the tools that shape outputs; ``ffmpeg`` is the decoder ``ffmpeg_setting`` names."""
+    from avemo.ffmpeg import decoder
 
-    versions = {"ffmpeg": ffmpeg_version()}
+    versions = {"ffmpeg": decoder(ffmpeg_setting).version}
     for dist in TOOL_DISTRIBUTIONS:
         try:
             versions[dist] = importlib.metadata.version(dist)
@@ -85,14 +86,14 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def provenance(stage: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The provenance document of one stage's output."""
+def provenance(stage: str, params: dict[str, Any], ffmpeg_setting: str = "bundled", **extra: Any) -> dict[str, Any]:
+    """The provenance document of one stage's output; a stage that decodes names its decoder setting."""
     return {
         "stage": stage,
         "avemo_version": avemo.__version__,
         "git": git_commit(),
         "params": params,
-        "tools": tool_versions(),
+        "tools": tool_versions(ffmpeg_setting),
         "written_at": now_iso(),
         **extra,
     }

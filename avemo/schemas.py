@@ -84,7 +84,7 @@ def clips_schema(linear_bins: int) -> pa.Schema:
     """One row per clip that gave features; the FBP audio stream's spectrogram is per clip."""
     return _versioned(
         "clips",
-        "1.0",
+        "1.1",
         [
             pa.field("clip_id", pa.string(), nullable=False),
             pa.field("path", pa.string(), nullable=False),
@@ -101,6 +101,7 @@ def clips_schema(linear_bins: int) -> pa.Schema:
             pa.field("n_face_frames", pa.int32(), nullable=False),  # distinct frames in frames.parquet
             pa.field("n_no_face_frames", pa.int32(), nullable=False),
             pa.field("n_multiple_face_frames", pa.int32(), nullable=False),
+            pa.field("decode_errors", pa.int32(), nullable=False),  # errors ffmpeg logged decoding; 0: clean
             pa.field("linear_times", pa.list_(pa.float32()), nullable=False),  # frame centres, s
             pa.field("linear_spectrogram", pa.list_(pa.list_(pa.float32(), linear_bins)), nullable=False),
         ],

@@ -8,6 +8,7 @@ the completion order.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from avemo import schemas
 from avemo.cache import StageCache
 from avemo.config import PreprocessParams
+from avemo.ffmpeg import decoder
 from avemo.parquet_io import ParquetSink, write_table
 from avemo.progress import Progress
 from avemo.provenance import provenance
@@ -117,6 +119,7 @@ def _sinks(out_dir: Path, params: PreprocessParams, embedder: FaceEmbedder | Non
 def _commit(outputs: _Outputs, manifest: Path, corpus_dir: Path, sources, embedder, params, started: float) -> None:
     """Provenance into every feature file's footer, then each moved into place; failures.parquet last."""
     extra = {
+        "decoder": dataclasses.asdict(decoder(params.audio.ffmpeg)),
         "frontends": {name: tool_identity(name, params) for name in params.frontends},
         "manifest": str(manifest),
         "corpus_dir": str(corpus_dir),
@@ -131,7 +134,7 @@ def _commit(outputs: _Outputs, manifest: Path, corpus_dir: Path, sources, embedd
     }
     params_doc = params.model_dump(mode="json")
     for sink in outputs.sinks.values():
-        sink.commit(provenance("preprocess", params_doc, **extra))
+        sink.commit(provenance("preprocess", params_doc, params.audio.ffmpeg, **extra))
     out_dir = outputs.sinks["clips"].path.parent
     for stale in out_dir.glob("frontend_*.parquet"):  # a front-end this run did not compute is not its output
         if stale.stem not in outputs.sinks:
@@ -141,7 +144,7 @@ def _commit(outputs: _Outputs, manifest: Path, corpus_dir: Path, sources, embedd
         failures,
         out_dir / "failures.parquet",
         schemas.FAILURES,
-        provenance("preprocess", params_doc, manifest=str(manifest)),
+        provenance("preprocess", params_doc, params.audio.ffmpeg, manifest=str(manifest)),
     )
 
 
@@ -152,6 +155,8 @@ def preprocess_flow(manifest: Path, out_dir: Path, params: PreprocessParams) -> 
     started = time.perf_counter()
     sources, failures, corpus_dir = read_sources(manifest)
     cache = StageCache(params.cache_dir)
+    ffmpeg = decoder(params.audio.ffmpeg)  # a decoder that cannot run stops here, before any clip
+    logger.info("decoding with %s", ffmpeg.describe())
     for name in params.frontends:  # a missing package or model stops here, before any clip
         tool_identity(name, params)
     embedder = face_models(params)[1] if any(s.info.has_video for s in sources) else None
@@ -164,6 +169,13 @@ def preprocess_flow(manifest: Path, out_dir: Path, params: PreprocessParams) -> 
             outcome = future.result()
             if isinstance(outcome, StageFailure):
                 logger.warning("%s failed at %s: %s", outcome.clip_id, outcome.stage, outcome.reason)
+            elif outcome.clip["decode_errors"]:
+                logger.warning(
+                    "%s: ffmpeg logged %d decode error(s); its features are kept and flagged (clips.parquet "
+                    "decode_errors)",
+                    outcome.clip["clip_id"],
+                    outcome.clip["decode_errors"],
+                )
             outputs.add(outcome)
             progress.advance()
         _commit(outputs, manifest, corpus_dir, sources, embedder, params, started)

@@ -5,6 +5,8 @@
 features cannot differ between them. Each cached stage is keyed by (source sha256, the parameters it
 reads, its code):
 
+Every key also holds the decoder's identity (``avemo.ffmpeg``): a change of ffmpeg recomputes.
+
 * ``audio`` (``tasks.audio.stage``): demux -> VAD -> 655 ms segmentation -> pre-emphasis -> log-mel
   images and the FBP spectrogram. Reads ``audio``, ``vad``, ``segment``, ``audio_features``.
 * ``faces`` (``tasks.video.stage``): MTCNN on the frames of the kept segments, crops, each segment's
@@ -32,6 +34,7 @@ import pyarrow as pa
 from avemo import schemas
 from avemo.cache import StageCache, stage_key
 from avemo.config import FaceFeatureParams, PreprocessParams
+from avemo.ffmpeg import decoder
 from avemo.parquet_io import read_provenance, read_table
 from avemo.provenance import code_version
 from tasks.audio.frontends import compute_frontend, tool_identity
@@ -153,7 +156,8 @@ def face_models(params: PreprocessParams) -> tuple[FaceDetector, FaceEmbedder]:
 
 def stage_keys(params: PreprocessParams, sha256: str, embedder: FaceEmbedder | None = None) -> dict[str, str]:
     """The cache key of each stage of a clip with this content; ``face_features`` needs the embedder."""
-    audio_chain = params.model_dump(include={"audio", "vad", "segment"}, mode="json")
+    audio_chain = params.model_dump(include={"audio", "vad", "segment"}, exclude={"audio": {"ffmpeg"}}, mode="json")
+    audio_chain["decoder"] = decoder(params.audio.ffmpeg).identity()  # every stage decodes the source
     audio = {**audio_chain, **params.model_dump(include={"audio_features"}, mode="json")}
     faces = {**audio_chain, **params.model_dump(include={"faces"}, mode="json")}
     keys = {
@@ -261,9 +265,11 @@ def _face_columns(faces: StageResult, features: StageResult, clip_id: str) -> tu
     return rows, columns
 
 
-def _clip_row(source: ClipSource, audio: Tables, segments: int, frames: pa.Table | None) -> dict[str, Any]:
+def _clip_row(source: ClipSource, audio: Tables, segments: int, faces: Tables | None) -> dict[str, Any]:
     """The clip's row of ``clips.parquet``."""
     info = audio["clip"].to_pylist()[0]
+    frames = None if faces is None else faces["frames"]
+    video_errors = 0 if faces is None else faces["decode"]["decode_errors"][0].as_py()
     return {
         "clip_id": source.clip_id,
         "path": source.path,
@@ -280,6 +286,7 @@ def _clip_row(source: ClipSource, audio: Tables, segments: int, frames: pa.Table
         "n_face_frames": frames.num_rows if frames is not None else 0,
         "n_no_face_frames": sum(frames["no_face"].to_pylist()) if frames is not None else 0,
         "n_multiple_face_frames": sum(frames["multiple_faces"].to_pylist()) if frames is not None else 0,
+        "decode_errors": info["decode_errors"] + video_errors,
         "linear_times": info["linear_times"],
         "linear_spectrogram": info["linear_spectrogram"],
     }
@@ -325,4 +332,5 @@ def assemble(
         name: result.tables["frontend"].add_column(0, "clip_id", pa.array([source.clip_id], pa.string()))
         for name, result in frontends.items()
     }
-    return ClipFeatures(_clip_row(source, audio.tables, n, frames), segment_rows, frames, rows, seconds, cached)
+    clip = _clip_row(source, audio.tables, n, faces.tables if faces is not None and frames is not None else None)
+    return ClipFeatures(clip, segment_rows, frames, rows, seconds, cached)

@@ -1,7 +1,9 @@
 """Demux with ffmpeg-python: audio to mono PCM at one rate, video frames streamed at the native rate.
 
 Video frames come one at a time through a pipe so a long video never sits whole in memory; a caller
-keeps only the frames it asks for.
+keeps only the frames it asks for. ``ffmpeg`` is ``preprocess.audio.ffmpeg`` (see ``avemo.ffmpeg``). A
+stream that decodes with errors (a corrupt middle ffmpeg skips over) still gives its samples or frames,
+with the count of errors ffmpeg logged, so the clip is flagged rather than passed as clean.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from avemo.ffmpeg import ffmpeg_exe
+from avemo.ffmpeg import BUNDLED, count_decode_errors, ffmpeg_exe
 
 
 class DemuxError(RuntimeError):
@@ -26,22 +28,36 @@ def _stderr_tail(stderr: bytes) -> str:
     return lines[-1] if lines else "no message"
 
 
-def load_audio(path: Path, sample_rate: int) -> np.ndarray:
+@dataclass(frozen=True)
+class DecodedAudio:
+    signal: np.ndarray  # mono float32 in [-1, 1]
+    errors: int  # errors ffmpeg logged while decoding (0: clean)
+
+
+def load_audio(path: Path, sample_rate: int, ffmpeg_setting: str = BUNDLED) -> DecodedAudio:
     """Decode the first audio stream to mono float32 in [-1, 1] at ``sample_rate`` Hz.
 
     ffmpeg mixes the channels down (``ac=1``: their mean) and resamples, as the AVEF paper's channel
     averaging asks.
     """
     try:
-        out, _ = (
+        out, err_out = (
             ffmpeg.input(str(path))
             .output("pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=sample_rate, map="0:a:0")
             .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
-            .run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
+            .run(cmd=ffmpeg_exe(ffmpeg_setting), capture_stdout=True, capture_stderr=True)
         )
     except ffmpeg.Error as err:
         raise DemuxError(f"audio decoding failed: {_stderr_tail(err.stderr)}") from err
-    return np.frombuffer(out, dtype="<i2").astype(np.float32) / 32768.0
+    signal = np.frombuffer(out, dtype="<i2").astype(np.float32) / 32768.0
+    return DecodedAudio(signal, count_decode_errors(err_out.decode("utf-8", "replace")))
+
+
+@dataclass
+class DecodeLog:
+    """Filled in by :func:`iter_video_frames` once its frames are read: the errors ffmpeg logged."""
+
+    errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,7 +68,13 @@ class VideoFrame:
 
 
 def iter_video_frames(
-    path: Path, fps: float, width: int, height: int, wanted: Iterable[int] | None = None
+    path: Path,
+    fps: float,
+    width: int,
+    height: int,
+    wanted: Iterable[int] | None = None,
+    ffmpeg_setting: str = BUNDLED,
+    log: DecodeLog | None = None,
 ) -> Iterator[VideoFrame]:
     """Yield the video's frames at a constant ``fps`` (the native rate), optionally only ``wanted`` ones.
 
@@ -70,7 +92,7 @@ def iter_video_frames(
         .filter("scale", width, height)
         .output("pipe:", format="rawvideo", pix_fmt="rgb24")
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
-        .run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
+        .run_async(cmd=ffmpeg_exe(ffmpeg_setting), pipe_stdout=True, pipe_stderr=True)
     )
     index = 0
     try:
@@ -93,3 +115,5 @@ def iter_video_frames(
         process.wait()
     if index == 0 and stderr:
         raise DemuxError(f"video decoding failed: {_stderr_tail(stderr)}")
+    if log is not None:
+        log.errors += count_decode_errors(stderr.decode("utf-8", "replace"))

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,29 @@ def sample_features(prefect_harness, tmp_path_factory) -> Path:
     )
     run_preprocess(manifest, root / "features", PreprocessParams(cache_dir=root / "cache"))
     return root / "features"
+
+
+@pytest.fixture(scope="session")
+def volume_ffmpeg() -> Callable[..., Path]:
+    """Writes an ffmpeg wrapper that decodes differently (see :func:`write_volume_ffmpeg`)."""
+    return write_volume_ffmpeg
+
+
+def write_volume_ffmpeg(path: Path, version: str, volume: float = 0.5) -> Path:
+    """An "ffmpeg" that is the bundled one with the audio scaled by ``volume``, reporting ``version``: a
+    working decoder whose samples differ, so a pipeline that used it would give other features."""
+    import imageio_ffmpeg
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "#!/bin/bash\n"
+        f'if [ "$1" = "-version" ]; then echo "ffmpeg version {version} Copyright (c) wrapper"; exit 0; fi\n'
+        "args=()\n"
+        'for a in "$@"; do\n'
+        f'  if [ "$a" = "pipe:" ] && [[ " $* " == *" s16le "* ]]; then args+=(-af volume={volume}); fi\n'
+        '  args+=("$a")\n'
+        "done\n"
+        f'exec {imageio_ffmpeg.get_ffmpeg_exe()} "${{args[@]}}"\n'
+    )
+    path.chmod(0o755)
+    return path

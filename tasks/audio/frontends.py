@@ -70,9 +70,9 @@ def speed_perturbed(signal: np.ndarray, factor: float) -> np.ndarray:
     return librosa.resample(signal, orig_sr=round(1000 * factor), target_sr=1000, res_type="soxr_hq").astype(np.float32)
 
 
-def _decoded(file: Path, rate: int) -> np.ndarray:
+def _decoded(file: Path, rate: int, ffmpeg_setting: str) -> np.ndarray:
     try:
-        signal = load_audio(file, rate)
+        signal = load_audio(file, rate, ffmpeg_setting).signal
     except DemuxError as err:
         raise StageError("frontend", str(err)) from err
     if signal.size == 0:
@@ -86,13 +86,13 @@ def compute_frontend(name: str, file: Path, info: MediaInfo, segments: pa.Table,
     speeds = params.speed_perturbation
     if name in opensmile_features.FEATURE_SETS:
         rate = info.audio_sample_rate or params.audio.sample_rate
-        signal = _decoded(file, rate)
+        signal = _decoded(file, rate, params.audio.ffmpeg)
         out = opensmile_features.extract(name, signal, rate, windows)
         perturbed = [opensmile_features.clip_functionals(name, speed_perturbed(signal, f), rate) for f in speeds]
         return {"frontend": _table(out.frame_times, out.frames, out.segments, out.clip, _stacked(perturbed, out.clip))}
     if name == "whisper":
         encoder, pad = whisper_encoder(params), params.whisper.pad_to_s
-        signal = _decoded(file, WHISPER_RATE)
+        signal = _decoded(file, WHISPER_RATE, params.audio.ffmpeg)
         times, frames = encoder.frames(signal, pad)
         pooled = np.stack([mean_std(frames[(times >= begin) & (times < end)]) for begin, end in windows])
         perturbed = [mean_std(encoder.frames(speed_perturbed(signal, f), pad)[1]) for f in speeds]

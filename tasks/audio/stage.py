@@ -23,7 +23,8 @@ from tasks.stage import StageError, Tables
 
 
 def compute_audio(file: Path, info: MediaInfo, params: PreprocessParams) -> Tables:
-    """Tables ``segments`` (with their log-mel images) and ``clip`` (the FBP spectrogram, voiced share).
+    """Tables ``segments`` (with their log-mel images) and ``clip`` (the FBP spectrogram, voiced share,
+    the count of errors ffmpeg logged decoding the audio).
 
     Raises :class:`StageError` (stage ``demux`` or ``segment``) for a clip without usable speech.
     """
@@ -31,9 +32,10 @@ def compute_audio(file: Path, info: MediaInfo, params: PreprocessParams) -> Tabl
         raise StageError("demux", "no audio stream: avemo segments clips on speech, so it needs audio")
     rate = params.audio.sample_rate
     try:
-        signal = load_audio(file, rate)
+        decoded = load_audio(file, rate, params.audio.ffmpeg)
     except DemuxError as err:
         raise StageError("demux", str(err)) from err
+    signal = decoded.signal
     duration = signal.size / rate
     if signal.size == 0:
         raise StageError("demux", "the audio stream decodes to no samples (truncated or empty)")
@@ -68,6 +70,7 @@ def compute_audio(file: Path, info: MediaInfo, params: PreprocessParams) -> Tabl
         {
             "duration_s": pa.array([duration], pa.float64()),
             "voiced_share": pa.array([float(voiced.mean())], pa.float32()),
+            "decode_errors": pa.array([decoded.errors], pa.int32()),
             "linear_times": pa.array([times.astype(np.float32)], pa.list_(pa.float32())),
             "linear_spectrogram": pa.ListArray.from_arrays(
                 pa.array([0, len(spectrogram)], pa.int32()), fixed_size_rows(spectrogram, bins)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from avemo.ffmpeg import BUNDLED, DecoderError, decoder
 from avemo.provenance import git_commit, tool_versions
 from tasks.audit.lineage import AuditRecord
 from tasks.probe import sha256_file
@@ -123,14 +124,39 @@ def check_dvc(record: AuditRecord) -> tuple[list[Finding], list[str]]:
     ], []
 
 
+def decoder_note(record: AuditRecord) -> str | None:
+    """The decoder change, when re-computing decodes with another ffmpeg than the one recorded: the cause
+    of re-computed differences it comes with (every decoded sample can move)."""
+    recorded = record.tools.get("ffmpeg")
+    if record.stage != "preprocess" or recorded is None:
+        return None
+    setting = (record.params.get("audio") or {}).get("ffmpeg", BUNDLED)
+    try:
+        now = decoder(setting)
+    except DecoderError as err:
+        return f"the recorded decoder cannot run here: {err}"
+    if now.version == recorded:
+        return None
+    return (
+        f"the decoder changed: recorded ffmpeg {recorded}, re-computed with {now.describe()} "
+        f"(preprocess.audio.ffmpeg: {setting}); differences in decoded values are expected from it. "
+        "Re-run `avemo preprocess` to rebuild every clip with this decoder, or give the recorded one"
+    )
+
+
 def environment_notes(record: AuditRecord) -> list[str]:
     """Where the running avemo and tools differ from those recorded: a cause to suspect for a mismatch."""
     notes = []
+    if (decoder_change := decoder_note(record)) is not None:
+        notes.append(decoder_change)
     now = git_commit()
     if record.git.get("commit") and now.get("commit") and record.git["commit"] != now["commit"]:
         dirty = " (dirty)" if now.get("dirty") else ""
         notes.append(f"code now at git {now['commit'][:8]}{dirty}, recorded {record.git['commit'][:8]}")
-    tools = tool_versions()
+    try:
+        tools = tool_versions((record.params.get("audio") or {}).get("ffmpeg", BUNDLED))
+    except DecoderError:
+        tools = tool_versions()
     changed = [
         f"{name} {tools.get(name)} (recorded {version})"
         for name, version in record.tools.items()

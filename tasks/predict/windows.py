@@ -58,10 +58,11 @@ def plan_windows(duration_s: float | None, params: PreprocessParams, window_s: f
     return [Window(k * step / rate, length / rate) for k in range(math.ceil(duration_s * rate / step))]
 
 
-def cut_window(file: Path, window: Window, with_video: bool, folder: Path) -> Path:
-    """The window as a file of its own: audio as float PCM, video copied (or losslessly re-encoded)."""
+def cut_window(file: Path, window: Window, with_video: bool, folder: Path, ffmpeg_setting: str) -> Path:
+    """The window as a file of its own: audio as float PCM, video copied (or losslessly re-encoded), by the
+    decoder the features were made with."""
     command = [
-        ffmpeg_exe(),
+        ffmpeg_exe(ffmpeg_setting),
         "-nostdin",
         "-hide_banner",
         "-loglevel",
@@ -223,7 +224,11 @@ def extract_file(
     for k, window in enumerate(planned):
         window_folder = folder / f"window-{k}"
         window_folder.mkdir(parents=True)
-        media = file if window.length_s is None else cut_window(file, window, with_video, window_folder)
+        media = (
+            file
+            if window.length_s is None
+            else cut_window(file, window, with_video, window_folder, predictor.params.audio.ffmpeg)
+        )
         clip = clip_features(_window_source(file, media, sha256, info), predictor.params, with_faces=with_video)
         if media != file:
             media.unlink()  # the cut is not needed once its features are made

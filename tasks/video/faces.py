@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from avemo.config import FaceParams
+from avemo.ffmpeg import BUNDLED
 from tasks import demux
 from tasks.probe import MediaInfo
 from tasks.video import FaceError
@@ -71,6 +72,7 @@ class ClipFaces:
     tracks: dict[int, FaceTrack]  # per needed frame index
     crops: dict[int, np.ndarray]  # per needed frame index: crop_size x crop_size x 3 uint8
     segment_frames: list[list[int]]  # per segment, its frames_per_segment frame indices
+    decode_errors: int = 0  # errors ffmpeg logged while decoding the frames
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -282,7 +284,12 @@ class _Tracker:
 
 
 def detect_clip_faces(
-    path: Path, info: MediaInfo, segments: Sequence[Segment], detector: FaceDetector, params: FaceParams
+    path: Path,
+    info: MediaInfo,
+    segments: Sequence[Segment],
+    detector: FaceDetector,
+    params: FaceParams,
+    ffmpeg_setting: str = BUNDLED,
 ) -> ClipFaces:
     """Face tracks and crops of every frame the segments need, and each segment's frame indices.
 
@@ -330,7 +337,8 @@ def detect_clip_faces(
             crops[index] = crop_face(held.pop(index), tracks[index].box, params.margin, params.crop_size)
         last_key = track
 
-    for frame in demux.iter_video_frames(path, fps, width, height, wanted=needed):
+    log = demux.DecodeLog()
+    for frame in demux.iter_video_frames(path, fps, width, height, needed, ffmpeg_setting, log):
         held[frame.index] = frame.rgb
         if frame.index in key_set:
             resolve(frame.index)
@@ -340,4 +348,4 @@ def detect_clip_faces(
         raise FaceError(f"{path.name}: no video frame could be decoded")
     last_frame = max(tracks)
     segment_frames = [[min(i, last_frame) for i in frames] for frames in segment_frames]
-    return ClipFaces(tracks=tracks, crops=crops, segment_frames=segment_frames)
+    return ClipFaces(tracks=tracks, crops=crops, segment_frames=segment_frames, decode_errors=log.errors)

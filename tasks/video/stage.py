@@ -25,7 +25,7 @@ def compute_faces(
     """Per-frame face tracks and crops of the frames the kept segments need, and each segment's frames."""
     spans = [_Span(b, e) for b, e in zip(segments["t_begin"].to_pylist(), segments["t_end"].to_pylist(), strict=True)]
     try:
-        faces = detect_clip_faces(file, info, spans, detector, params.faces)
+        faces = detect_clip_faces(file, info, spans, detector, params.faces, params.audio.ffmpeg)
     except (FaceError, DemuxError) as err:
         raise StageError("faces", str(err)) from err
     order = sorted(faces.tracks)
@@ -56,7 +56,8 @@ def compute_faces(
     per_segment = pa.table(
         {"face_frames": pa.array(faces.segment_frames, pa.list_(pa.int32(), params.faces.frames_per_segment))}
     )
-    return {"frames": frames, "segment_faces": per_segment}
+    decode = pa.table({"decode_errors": pa.array([faces.decode_errors], pa.int32())})
+    return {"frames": frames, "segment_faces": per_segment, "decode": decode}
 
 
 def compute_face_features(frames: pa.Table, embedder: FaceEmbedder) -> Tables:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from avemo import schemas
 from avemo.cli import app
 from avemo.config import PreprocessParams
-from avemo.ffmpeg import ffmpeg_exe
+from avemo.ffmpeg import decoder, ffmpeg_exe
 from avemo.parquet_io import read_provenance, write_table
 from avemo.provenance import provenance
 from flows.audit import describe, verify
@@ -117,6 +117,23 @@ def test_a_tampered_feature_value_is_caught_by_recomputation(pipeline: Path, tmp
     assert [(f.kind, f.clip_id) for f in result.findings] == [("recomputed_differs", CLIPS[0])]
     assert "log_mel" in result.findings[0].detail and "stored" in result.findings[0].detail
     assert verify(copy, clip=CLIPS[2]).clean  # --clip restricts the check to the untouched clip
+
+
+def test_a_decoder_change_is_named_as_the_cause(pipeline: Path, tmp_path: Path, volume_ffmpeg) -> None:
+    """Features decoded by one build of an ffmpeg path, audited after that binary was replaced by another."""
+    binary = volume_ffmpeg(tmp_path / "bin" / "ffmpeg", "0.0-before", volume=0.5)
+    params = PreprocessParams(cache_dir=tmp_path / "cache", workers=1, frontends=[], audio={"ffmpeg": str(binary)})
+    run_preprocess(pipeline / "manifest.parquet", tmp_path / "features", params)
+    volume_ffmpeg(binary, "0.1-after", volume=1.0)
+    decoder.cache_clear()
+    try:
+        result = verify(tmp_path / "features" / "segments.parquet", clip=CLIPS[0])
+    finally:
+        decoder.cache_clear()
+    assert {(f.kind, f.clip_id) for f in result.findings} == {("recomputed_differs", CLIPS[0])}
+    assert any("log_mel" in f.detail for f in result.findings)
+    cause = next(n for n in result.notes if n.startswith("the decoder changed"))
+    assert "recorded ffmpeg 0.0-before" in cause and "ffmpeg 0.1-after (path" in cause
 
 
 def test_a_changed_source_file_is_drift_with_exit_code_1(pipeline: Path) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from skimage import data as skimage_data
@@ -14,7 +16,7 @@ from skimage.transform import resize
 
 from avemo import schemas
 from avemo.config import PreprocessParams
-from avemo.ffmpeg import ffmpeg_exe
+from avemo.ffmpeg import decoder, ffmpeg_exe
 from avemo.parquet_io import read_provenance, read_table, write_table
 from avemo.provenance import provenance
 from flows.preprocess import run_preprocess
@@ -52,7 +54,7 @@ def good_clip(tmp_path_factory) -> Path:
 def bad_corpus(tmp_path_factory, good_clip: Path) -> Path:
     """One clip per kind of trouble a real corpus holds, labelled through a CSV."""
     corpus = tmp_path_factory.mktemp("bad corpus")
-    speech = load_audio(good_clip, 16000)
+    speech = load_audio(good_clip, 16000).signal
     shutil.copy(good_clip, corpus / "good.mp4")
     shutil.copy(good_clip, corpus / "naïve name with spaces.mp4")
     data = good_clip.read_bytes()
@@ -199,6 +201,74 @@ def test_cache_reruns_only_what_changed(good_clip: Path, tmp_path: Path) -> None
     assert changed.cached_stages == 2 * (per_clip - 2)
     frames = pq.read_table(tmp_path / "f4" / "frames.parquet")
     assert frames.schema.field("crop").type.shape == [32, 32, 3]
+
+
+def _with_decoder(params: PreprocessParams, setting: str) -> PreprocessParams:
+    return params.model_copy(update={"audio": params.audio.model_copy(update={"ffmpeg": setting})})
+
+
+def _feature_tables(folder: Path) -> dict[str, pa.Table]:
+    return {name: pq.read_table(folder / f"{name}.parquet") for name in ("clips", "segments", "frames")}
+
+
+def test_the_default_decoder_ignores_an_ffmpeg_on_path(
+    good_clip: Path, tmp_path: Path, monkeypatch, volume_ffmpeg
+) -> None:
+    corpus = tmp_path / "corpus" / "VideoMP4"
+    corpus.mkdir(parents=True)
+    shutil.copy(good_clip, corpus / good_clip.name)
+    manifest = _ingest(corpus.parent, "cremad", tmp_path)
+    params = _params(tmp_path, frontends=[])
+    run_preprocess(manifest, tmp_path / "plain", params.model_copy(update={"cache_dir": tmp_path / "c1"}))
+
+    other = volume_ffmpeg(tmp_path / "bin" / "ffmpeg", "0.0-system")
+    monkeypatch.setenv("PATH", f"{other.parent}:{os.environ['PATH']}")
+    decoder.cache_clear()
+    try:
+        run_preprocess(manifest, tmp_path / "with_path", params.model_copy(update={"cache_dir": tmp_path / "c2"}))
+        run_preprocess(manifest, tmp_path / "system", _with_decoder(params, "system"))
+    finally:
+        decoder.cache_clear()
+    plain, with_path = _feature_tables(tmp_path / "plain"), _feature_tables(tmp_path / "with_path")
+    assert all(plain[name].equals(with_path[name]) for name in plain)
+    system = _feature_tables(tmp_path / "system")  # asked for, the system's ffmpeg is used: other samples
+    assert not plain["segments"]["log_mel"].equals(system["segments"]["log_mel"])
+    assert read_provenance(tmp_path / "system" / "clips.parquet")["decoder"]["version"] == "0.0-system"
+    assert read_provenance(tmp_path / "plain" / "clips.parquet")["decoder"]["kind"] == "bundled"
+
+
+def test_a_change_of_decoder_recomputes_every_stage(good_clip: Path, tmp_path: Path, volume_ffmpeg) -> None:
+    corpus = tmp_path / "corpus" / "VideoMP4"
+    corpus.mkdir(parents=True)
+    shutil.copy(good_clip, corpus / good_clip.name)
+    manifest = _ingest(corpus.parent, "cremad", tmp_path)
+    params = _params(tmp_path, frontends=["egemaps"], speed_perturbation=[])
+    custom = _with_decoder(params, str(volume_ffmpeg(tmp_path / "bin" / "ffmpeg", "0.0-custom")))
+
+    assert run_preprocess(manifest, tmp_path / "f1", params).cached_stages == 0
+    assert run_preprocess(manifest, tmp_path / "f2", custom).cached_stages == 0  # nothing mixed in
+    assert run_preprocess(manifest, tmp_path / "f3", custom).cached_stages == 4
+    bundled, wrapped = _feature_tables(tmp_path / "f1"), _feature_tables(tmp_path / "f3")
+    assert not bundled["segments"]["log_mel"].equals(wrapped["segments"]["log_mel"])
+
+
+def test_a_clip_with_a_corrupt_middle_is_kept_and_flagged(shared_data: Path, tmp_path: Path) -> None:
+    clean = shared_data / "cremad" / "VideoFlash" / "1001_DFA_ANG_XX.flv"
+    corpus = tmp_path / "corpus" / "VideoFlash"
+    corpus.mkdir(parents=True)
+    shutil.copy(clean, corpus / clean.name)
+    data = clean.read_bytes()
+    middle = len(data) // 2 - 20_000
+    noise = np.random.default_rng(0).integers(0, 256, 40_000, dtype=np.uint8).tobytes()
+    (corpus / "1001_DFA_DIS_XX.flv").write_bytes(data[:middle] + noise + data[middle + 40_000 :])
+    summary = run_preprocess(
+        _ingest(corpus.parent, "cremad", tmp_path), tmp_path / "f", _params(tmp_path, frontends=[])
+    )
+    assert summary.succeeded == 2
+    clips = _by_clip(pq.read_table(tmp_path / "f" / "clips.parquet"))
+    assert clips["1001_DFA_ANG_XX"]["decode_errors"] == 0
+    assert clips["1001_DFA_DIS_XX"]["decode_errors"] > 0
+    assert clips["1001_DFA_DIS_XX"]["n_segments"] > 0
 
 
 def test_end_to_end_on_real_cremad_and_emodb(shared_data: Path, tmp_path: Path) -> None:

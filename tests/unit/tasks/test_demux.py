@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from avemo.ffmpeg import ffmpeg_exe
-from tasks.demux import DemuxError, iter_video_frames, load_audio
+from tasks.demux import DecodeLog, DemuxError, iter_video_frames, load_audio
 from tasks.probe import probe
 
 
@@ -38,7 +38,9 @@ def test_stereo_48k_tone_becomes_mono_16k(tmp_path: Path) -> None:
         str(tmp_path / "tone.wav"),
     )
     assert probe(path).audio_channels == 2
-    audio = load_audio(path, 16000)
+    decoded = load_audio(path, 16000)
+    assert decoded.errors == 0
+    audio = decoded.signal
     assert audio.dtype == np.float32 and audio.size == pytest.approx(24000, abs=16)
     spectrum = np.abs(np.fft.rfft(audio[1000:17000]))  # 16000 samples at 16 kHz: 1 Hz per bin
     assert np.argmax(spectrum) == pytest.approx(440, abs=2)
@@ -65,3 +67,23 @@ def test_broken_audio_raises_demux_error(tmp_path: Path) -> None:
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64:rate=10:duration=1", "-pix_fmt", "yuv420p", str(path))
     with pytest.raises(DemuxError, match="audio decoding failed"):
         load_audio(path, 16000)
+
+
+def test_a_corrupt_middle_decodes_with_its_errors_counted(shared_data: Path, tmp_path: Path) -> None:
+    """40 kB of random bytes in the middle of a real clip: ffmpeg skips over them, and says so."""
+    clean = shared_data / "cremad" / "VideoFlash" / "1001_DFA_ANG_XX.flv"
+    corrupt = tmp_path / "corrupt.flv"
+    corrupt.write_bytes(with_random_middle(clean.read_bytes(), 40_000))
+    assert load_audio(clean, 16000).errors == 0
+    decoded = load_audio(corrupt, 16000)
+    assert decoded.errors > 0 and decoded.signal.size > 0
+    info = probe(corrupt)
+    log = DecodeLog()
+    frames = list(iter_video_frames(corrupt, info.video_fps, info.video_width, info.video_height, log=log))
+    assert frames and log.errors > 0
+
+
+def with_random_middle(data: bytes, size: int) -> bytes:
+    middle = len(data) // 2 - size // 2
+    noise = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    return data[:middle] + noise + data[middle + size :]

@@ -47,7 +47,7 @@ def corpus(tmp_path_factory) -> dict[tuple[int, str, str], Path]:
 
 @pytest.fixture(scope="module")
 def audio(corpus) -> dict[tuple[int, str, str], np.ndarray]:
-    return {key: load_audio(path, RATE) for key, path in corpus.items()}
+    return {key: load_audio(path, RATE).signal for key, path in corpus.items()}
 
 
 def frame_rms(samples: np.ndarray) -> np.ndarray:

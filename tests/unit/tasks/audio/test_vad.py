@@ -12,7 +12,7 @@ SR = 16000
 @pytest.fixture(scope="module")
 def utterance(shared_data):
     """A real EmoDB sentence (2.0 s, speech with pauses), decoded at 16 kHz."""
-    return load_audio(shared_data / "emodb" / "wav" / "03a01Fa.wav", SR)
+    return load_audio(shared_data / "emodb" / "wav" / "03a01Fa.wav", SR).signal
 
 
 def test_digital_silence_has_no_voiced_frame():
@@ -38,7 +38,7 @@ def test_moderate_noise_is_unvoiced_once_webrtcvad_has_adapted(seed):
 
 @pytest.mark.parametrize("name", ["emodb/wav/03a01Fa.wav", "cremad/VideoFlash/1001_DFA_NEU_XX.flv"])
 def test_real_utterance_is_partly_voiced(shared_data, name):
-    decisions = vad_decisions(load_audio(shared_data / name, SR), SR, VadParams())
+    decisions = vad_decisions(load_audio(shared_data / name, SR).signal, SR, VadParams())
     assert 0.3 <= decisions.mean() <= 0.98
 
 

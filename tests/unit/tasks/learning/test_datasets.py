@@ -91,6 +91,7 @@ def write_features(folder: Path, with_video: bool = True) -> Path:
                 n_face_frames=FRAMES_PER_CLIP if video else 0,
                 n_no_face_frames=0,
                 n_multiple_face_frames=0,
+                decode_errors=0,
                 linear_times=(np.arange(frames) / 100).tolist(),
                 linear_spectrogram=spec.tolist(),
             )
