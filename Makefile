@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock requir
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup chromium demo test test-fast lint bench clean
+.PHONY: setup chromium demo demo-all where test test-fast lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock requirements-weights.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,21 @@ chromium:
 
 demo: setup
 	$(BIN)/dvc repro
+	@$(MAKE) --no-print-directory where
+
+# every system of models/, not only the demo's three: the same pipeline, train.systems set for this run
+ALL_SYSTEMS := fusion,logreg,svm,avef,avef_audio,avef_video,gfbp,agfbp,mfbp,amfbp,concat,decision,audio,video,self_attention,relation_attention,transformer_attention
+demo-all: setup
+	$(BIN)/dvc exp run -S 'train.systems=[$(ALL_SYSTEMS)]'
+	@$(MAKE) --no-print-directory where
+
+# where a finished demo's outputs are
+where:
+	@$(BIN)/dvc metrics show
+	@$(BIN)/python -c "import yaml; p = yaml.safe_load(open('params.yaml')); \
+	print('report   ', p['report']['out_dir'] + '/report.html'); \
+	print('metrics  ', p['evaluate']['out_dir'] + '/SYSTEM/metrics.json (the table above: dvc metrics show)'); \
+	print('predict  ', p['predict']['out']); print('models   ', p['train']['out_dir'] + '/SYSTEM')"
 
 test: setup
 	$(BIN)/python -m pytest

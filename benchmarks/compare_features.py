@@ -42,6 +42,17 @@ def describe_column(a: pa.ChunkedArray, b: pa.ChunkedArray) -> str:
     return f"{rows} of {max(len(a), len(b))} rows differ"
 
 
+def compare_tables(a: pa.Table, b: pa.Table) -> list[dict[str, object]]:
+    """Per column of ``a``, whether ``b`` holds the same values and, if not, by how much they differ."""
+    rows: list[dict[str, object]] = []
+    for c in a.column_names:
+        if c not in b.column_names:
+            rows.append({"column": c, "equal": False, "detail": "missing"})
+        else:
+            rows.append({"column": c, "equal": a[c].equals(b[c]), "detail": describe_column(a[c], b[c])})
+    return rows
+
+
 def compare(dir_a: Path, dir_b: Path, files: list[str]) -> bool:
     same = True
     for name in files:
@@ -55,8 +66,8 @@ def compare(dir_a: Path, dir_b: Path, files: list[str]) -> bool:
         if a.schema != b.schema:
             print(f"  schemas differ:\n    {a.schema}\n    {b.schema}")
             continue
-        for column in a.column_names:
-            print(f"  {column}: {describe_column(a[column], b[column])}")
+        for column in compare_tables(a, b):
+            print(f"  {column['column']}: {column['detail']}")
     return same
 
 

@@ -25,6 +25,7 @@ from avemo import schemas
 from avemo.cache import StageCache
 from avemo.config import PreprocessParams
 from avemo.ffmpeg import decoder
+from avemo.freshness import FINGERPRINT_KEY, fingerprint
 from avemo.parquet_io import ParquetSink, write_table
 from avemo.progress import Progress
 from avemo.provenance import provenance
@@ -116,9 +117,12 @@ def _sinks(out_dir: Path, params: PreprocessParams, embedder: FaceEmbedder | Non
     }
 
 
-def _commit(outputs: _Outputs, manifest: Path, corpus_dir: Path, sources, embedder, params, started: float) -> None:
+def _commit(
+    outputs: _Outputs, manifest: Path, corpus_dir: Path, sources, embedder, params, started: float, inputs: str
+) -> None:
     """Provenance into every feature file's footer, then each moved into place; failures.parquet last."""
     extra = {
+        FINGERPRINT_KEY: inputs,
         "decoder": dataclasses.asdict(decoder(params.audio.ffmpeg)),
         "frontends": {name: tool_identity(name, params) for name in params.frontends},
         "manifest": str(manifest),
@@ -153,6 +157,7 @@ def preprocess_flow(manifest: Path, out_dir: Path, params: PreprocessParams) -> 
     """Features of every clip of ``manifest`` into ``out_dir``: clips, segments, frames, failures."""
     logger = get_run_logger()
     started = time.perf_counter()
+    inputs = fingerprint(manifest, params)  # before reading: what this run's outputs are made from
     sources, failures, corpus_dir = read_sources(manifest)
     cache = StageCache(params.cache_dir)
     ffmpeg = decoder(params.audio.ffmpeg)  # a decoder that cannot run stops here, before any clip
@@ -178,7 +183,7 @@ def preprocess_flow(manifest: Path, out_dir: Path, params: PreprocessParams) -> 
                 )
             outputs.add(outcome)
             progress.advance()
-        _commit(outputs, manifest, corpus_dir, sources, embedder, params, started)
+        _commit(outputs, manifest, corpus_dir, sources, embedder, params, started, inputs)
     except BaseException:
         for sink in outputs.sinks.values():
             sink.abort()

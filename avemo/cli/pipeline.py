@@ -78,17 +78,19 @@ def preprocess(
             "--dask", metavar="ADDRESS", help="Run the clips on the Dask scheduler at ADDRESS (tcp://HOST:8786)."
         ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Run even when the features are up to date.")] = False,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Turn a manifest into Parquet features: segments with log-mel images, face crops and embeddings.
 
-    Re-running reuses every unchanged per-clip stage from preprocess.cache_dir.
+    Features already written from the same manifest, params, code and tools are left as they are (in about a
+    second); otherwise every unchanged per-clip stage is reused from preprocess.cache_dir.
 
     Examples:
       avemo preprocess data/manifest.parquet --out data/features
       avemo preprocess --dask tcp://scheduler-host:8786   (workers share the corpus and cache_dir paths)
     """
-    from flows.preprocess import run_preprocess
+    from avemo.freshness import up_to_date
 
     params = read_params(params_file)
     p = params.preprocess
@@ -99,8 +101,14 @@ def preprocess(
     manifest = manifest or params.ingest.manifest
     if not manifest.exists():
         fail(f"manifest {manifest} not found; write it first with `avemo ingest CORPUS_DIR --out {manifest}`")
+    out = out or p.out_dir
     try:
-        summary = run_preprocess(manifest, out or p.out_dir, p)
+        if not force and up_to_date(manifest, out, p):
+            typer.echo(f"{out} is up to date with {manifest}, the params, code and tools: nothing to do (--force runs)")
+            return
+        from flows.preprocess import run_preprocess
+
+        summary = run_preprocess(manifest, out, p)
     except AvemoError as err:
         fail(str(err))
     typer.echo(str(summary))

@@ -11,12 +11,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from skimage import data as skimage_data
 from skimage.transform import resize
+from typer.testing import CliRunner
 
 from avemo import schemas
+from avemo.cli import app
+from avemo.cli.common import read_params
 from avemo.config import PreprocessParams
 from avemo.ffmpeg import decoder, ffmpeg_exe
+from avemo.freshness import outputs, up_to_date
 from avemo.parquet_io import read_provenance, read_table, write_table
 from avemo.provenance import provenance
 from flows.preprocess import run_preprocess
@@ -269,6 +274,35 @@ def test_a_clip_with_a_corrupt_middle_is_kept_and_flagged(shared_data: Path, tmp
     assert clips["1001_DFA_ANG_XX"]["decode_errors"] == 0
     assert clips["1001_DFA_DIS_XX"]["decode_errors"] > 0
     assert clips["1001_DFA_DIS_XX"]["n_segments"] > 0
+
+
+def test_an_unchanged_corpus_is_up_to_date_without_running_anything(
+    good_clip: Path, tmp_path: Path, volume_ffmpeg
+) -> None:
+    corpus = tmp_path / "corpus" / "VideoMP4"
+    corpus.mkdir(parents=True)
+    shutil.copy(good_clip, corpus / good_clip.name)
+    manifest = _ingest(corpus.parent, "cremad", tmp_path)
+    params_file = tmp_path / "params.yaml"
+    preprocess = {"out_dir": str(tmp_path / "f"), "cache_dir": str(tmp_path / "cache"), "frontends": ["egemaps"]}
+    params_file.write_text(yaml.safe_dump({"ingest": {"manifest": str(manifest)}, "preprocess": preprocess}))
+    params = read_params(params_file).preprocess
+    assert not up_to_date(manifest, tmp_path / "f", params)
+
+    first = CliRunner().invoke(app, ["preprocess", "--params", str(params_file)])
+    assert first.exit_code == 0 and "1 of 1 clips succeeded" in first.output, first.output
+    written = {p: p.stat().st_mtime_ns for p in outputs(tmp_path / "f", params)}
+    again = CliRunner().invoke(app, ["preprocess", "--params", str(params_file), "--workers", "1"])
+    assert again.exit_code == 0 and "up to date" in again.output, again.output
+    assert {p: p.stat().st_mtime_ns for p in written} == written  # nothing rewritten
+    forced = CliRunner().invoke(app, ["preprocess", "--params", str(params_file), "--force"])
+    assert "clips succeeded" in forced.output and "stages reused" in forced.output, forced.output
+
+    assert not up_to_date(manifest, tmp_path / "f", params.model_copy(update={"frontends": []}))
+    other = volume_ffmpeg(tmp_path / "bin" / "ffmpeg", "0.0-other")
+    assert not up_to_date(manifest, tmp_path / "f", _with_decoder(params, str(other)))
+    (tmp_path / "f" / "frontend_egemaps.parquet").unlink()
+    assert not up_to_date(manifest, tmp_path / "f", params)
 
 
 def test_end_to_end_on_real_cremad_and_emodb(shared_data: Path, tmp_path: Path) -> None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
 
+from avemo import schemas
 from avemo.cli import app
+from avemo.parquet_io import write_table
+from avemo.provenance import REPO_ROOT, provenance
+from models import MODELS
+from tasks.corpora.manifest import manifest_table
 
 runner = CliRunner()
 SUBCOMMANDS = ("sample", "ingest", "preprocess", "train", "evaluate", "compare", "report", "serve", "audit", "predict")
@@ -41,3 +48,30 @@ def test_an_unusable_corpus_folder_is_refused_before_anything_is_written(tmp_pat
     out = tmp_path / "manifest.parquet"
     result = runner.invoke(app, ["ingest", str(tmp_path / "nowhere"), "--format", "cremad", "--out", str(out)])
     assert result.exit_code == 1 and "does not exist" in result.output and not out.exists()
+
+
+HEAVY = ("torch", "prefect", "librosa", "sklearn")
+_LOADED = (
+    "import sys\nfrom typer.testing import CliRunner\nfrom avemo.cli import app\n"
+    "result = CliRunner().invoke(app, sys.argv[1:])\nassert result.exit_code == 0, result.output\n"
+    f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+)
+
+
+def _heavy_modules_loaded(*args: str) -> str:
+    """The heavy libraries a fresh interpreter has imported after running ``avemo ARGS``."""
+    out = subprocess.run([sys.executable, "-c", _LOADED, *args], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_help_and_audit_start_without_torch_or_prefect(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.parquet"
+    write_table(manifest_table([]), manifest, schemas.MANIFEST, provenance("ingest", {}, corpus_dir=str(tmp_path)))
+    assert _heavy_modules_loaded("--help") == ""
+    assert _heavy_modules_loaded("audit", str(manifest)) == ""
+
+
+def test_make_demo_all_trains_every_registered_system() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    (line,) = [line for line in makefile.splitlines() if line.startswith("ALL_SYSTEMS :=")]
+    assert sorted(line.split(":=")[1].strip().split(",")) == sorted(MODELS)

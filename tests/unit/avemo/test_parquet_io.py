@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,3 +52,34 @@ def test_a_sink_refuses_rows_of_other_columns(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="columns differ from its schema"):
         sink.write(pa.table({"clip_id": ["a"]}))
     sink.abort()
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_writer(tmp_path: Path) -> None:
+    """kill -9 mid-write leaves the temporary file; the next sink of that name removes it, and nothing else."""
+    target = tmp_path / "clips.parquet"
+    script = (
+        "import sys, time, pyarrow as pa\n"
+        "from avemo.parquet_io import ParquetSink\n"
+        f"sink = ParquetSink({str(target)!r}, pa.schema([('x', pa.int32())]))\n"
+        "print('writing', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    live = ParquetSink(tmp_path / "segments.parquet", pa.schema([("x", pa.int32())]))  # a live writer's file
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    (left,) = tmp_path.glob(".clips.parquet.*.tmp")
+    older = tmp_path / ".clips.parquet.k3j_x9q2.tmp"  # the naming before the writer's pid was in it
+    older.write_bytes(b"")
+    others = [tmp_path / ".frames.parquet.q1w2e3.tmp", tmp_path / ".clips.parquet.notes.txt", tmp_path / "a.tmp"]
+    for other in others:
+        other.write_bytes(b"")
+
+    sink = ParquetSink(target, pa.schema([("x", pa.int32())]))
+    assert not left.exists() and not older.exists()
+    assert all(other.exists() for other in others)
+    assert len(list(tmp_path.glob(".segments.parquet.*.tmp"))) == 1  # its writer is alive: kept
+    sink.abort()
+    live.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in others)

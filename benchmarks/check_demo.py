@@ -1,0 +1,60 @@
+"""Does a fresh ``make demo`` print the committed figures? Each system's metrics.json as the run left it
+beside the one committed in git, within a tolerance; exit 1 when one differs by more.
+
+    .venv/bin/python benchmarks/check_demo.py [--tolerance 0.0] [--ref HEAD]
+
+CI runs it after ``make demo`` (``.ci/run``). The tolerance is what a different CPU type can move a
+metric by (docs/training.md, "Figures across CPU types", measured by benchmarks/cpu_divergence.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+METRICS = ("uar", "accuracy", "macro_f1")
+
+
+def committed(path: Path, ref: str) -> dict[str, float] | None:
+    shown = subprocess.run(
+        ["git", "show", f"{ref}:{path.relative_to(REPO)}"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tolerance", type=float, default=0.0, help="largest accepted absolute difference")
+    parser.add_argument("--ref", default="HEAD", help="the git revision holding the expected metrics")
+    args = parser.parse_args()
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    evaluations = REPO / params["evaluate"]["out_dir"]
+    worst, failed = 0.0, []
+    print(f"{'system':<12} {'metric':<9} {'committed':>9} {'this run':>9}")
+    for system in params["train"]["systems"]:
+        path = evaluations / system / "metrics.json"
+        expected = committed(path, args.ref)
+        if expected is None or not path.exists():
+            failed.append(f"{system}: {'no committed metrics' if expected is None else 'the run wrote none'}")
+            continue
+        got = json.loads(path.read_text())
+        for metric in METRICS:
+            difference = abs(got[metric] - expected[metric])
+            worst = max(worst, difference)
+            mark = "" if difference <= args.tolerance else "  <- differs"
+            print(f"{system:<12} {metric:<9} {expected[metric]:9.3f} {got[metric]:9.3f}{mark}")
+            if difference > args.tolerance:
+                failed.append(f"{system} {metric}: {got[metric]:.3f}, committed {expected[metric]:.3f}")
+    print(f"largest difference {worst:.3f} (tolerance {args.tolerance})")
+    if failed:
+        sys.exit("the demo's metrics differ from the committed ones:\n  " + "\n  ".join(failed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""What a command costs before it works: the wall time of ``avemo --help``, a no-op ``avemo preprocess``,
+a preprocess whose every clip stage is cached (``--force``), and ``avemo predict`` of one clip, each split
+into imports, Prefect's server start and the work itself.
+
+    .venv/bin/python benchmarks/startup.py [--features data/features] [--model data/models/amfbp]
+                                           [--clip data/sample_corpus/VideoMP4/1001_DFA_ANG_XX.mp4] [--repeat 3]
+
+Run it after ``make demo`` (it reads the demo's manifest, features and model; it writes nothing there:
+the cached preprocess writes to a temporary folder). Each figure is the median of ``--repeat`` runs, on
+an otherwise idle machine. Imports are timed by a fresh interpreter importing exactly what the command
+imports; the server start by a fresh interpreter running an empty Prefect flow, less Prefect's import;
+the work is the rest of the command's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+AVEMO = Path(sys.executable).with_name("avemo")
+EMPTY_FLOW = "from prefect import flow\n@flow\ndef empty():\n    pass\nempty()\n"
+
+
+def wall(command: list[str], repeat: int, env: dict[str, str] | None = None) -> float:
+    """The median wall time of ``command`` (which must succeed), in seconds."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, check=False)
+        times.append(time.perf_counter() - started)
+        if result.returncode != 0:
+            sys.exit(f"{' '.join(command)} failed:\n{result.stdout[-1500:]}\n{result.stderr[-3000:]}")
+    return statistics.median(times)
+
+
+def imports(modules: list[str], repeat: int) -> float:
+    """A fresh interpreter importing ``modules``, less the interpreter's own start."""
+    code = "".join(f"import {m}\n" for m in modules)
+    return max(0.0, wall([sys.executable, "-c", code], repeat) - wall([sys.executable, "-c", "pass"], repeat))
+
+
+def measure(
+    label: str, command: list[str], modules: list[str], server: float, repeat: int, env: dict[str, str] | None = None
+) -> dict[str, float | str]:
+    total = wall(command, repeat, env)
+    imported = imports(modules, repeat)
+    row = {"command": label, "wall_s": total, "imports_s": imported, "server_s": server}
+    row["work_s"] = max(0.0, total - imported - server)
+    print(f"{label:<44} {total:6.2f} s   imports {imported:5.2f}   server {server:5.2f}   work {row['work_s']:5.2f}")
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manifest", type=Path, default=REPO / "data" / "manifest.parquet")
+    parser.add_argument("--features", type=Path, default=REPO / "data" / "features")
+    parser.add_argument("--model", type=Path, default=REPO / "data" / "models" / "amfbp")
+    parser.add_argument(
+        "--clip", type=Path, default=REPO / "data" / "sample_corpus" / "VideoMP4" / "1001_DFA_ANG_XX.mp4"
+    )
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "startup.json")
+    args = parser.parse_args()
+    for needed in (args.manifest, args.features / "clips.parquet", args.model, args.clip):
+        if not needed.exists():
+            sys.exit(f"{needed} not found: run `make demo` first (or pass --manifest/--features/--model/--clip)")
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)  # the temporary server, as a newcomer has it
+    prefect = imports(["prefect"], args.repeat)
+    server = max(0.0, wall([sys.executable, "-c", EMPTY_FLOW], args.repeat, env) - prefect)
+    print(f"Prefect: import {prefect:.2f} s, a temporary server started and stopped for one flow {server:.2f} s\n")
+    rows = [
+        measure("avemo --help", [str(AVEMO), "--help"], ["avemo.cli"], 0.0, args.repeat, env),
+        measure(
+            "avemo preprocess (unchanged corpus: no-op)",
+            [str(AVEMO), "preprocess", str(args.manifest), "--out", str(args.features)],
+            ["avemo.cli", "avemo.freshness"],
+            0.0,
+            args.repeat,
+            env,
+        ),
+    ]
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copytree(args.features, Path(scratch) / "features")
+        rows.append(
+            measure(
+                "avemo preprocess --force (every stage cached)",
+                [str(AVEMO), "preprocess", str(args.manifest), "--out", str(Path(scratch) / "features"), "--force"],
+                ["avemo.cli", "flows.preprocess"],
+                server,
+                args.repeat,
+                env,
+            )
+        )
+    predict = [str(AVEMO), "predict", str(args.clip), "--model", str(args.model)]
+    rows.append(
+        measure(
+            f"avemo predict (one {args.clip.suffix} clip)", predict, ["avemo.cli", "flows.predict"], 0.0, args.repeat
+        )
+    )
+    result = {
+        "command": " ".join(["benchmarks/startup.py", *sys.argv[1:]]),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "prefect_import_s": prefect,
+        "prefect_server_s": server,
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
