@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from avemo.parquet_io import read_table
 from models.fbp import AudioEncoder
 from models.registry import get_spec
 from tasks.learning.checkpoints import load_trained
-from tasks.learning.datasets import collate_clips, make_dataset
+from tasks.learning.datasets import collate_clips, collate_for, make_dataset
 from tasks.learning.features import Features, TaskLabels
 from tasks.learning.inference import min_audio_frames, model_device, trained_posteriors
 from tasks.learning.standardization import speaker_standardization
@@ -132,8 +132,11 @@ def _dataset(trained: Trained, features: Features, labels: TaskLabels, clip_ids:
 
 
 @torch.no_grad()
-def clip_model_outputs(model: nn.Module, dataset, batch_size: int = 32) -> ClipAnalysis:
-    """Run a clip model (FBP family, baselines) over ``dataset``, keeping what its ClipOutput holds."""
+def clip_model_outputs(
+    model: nn.Module, dataset, collate: Callable = collate_clips, batch_size: int = 32
+) -> ClipAnalysis:
+    """Run a clip or pooled model (FBP family, baselines, classical) over ``dataset``, keeping what its
+    ClipOutput holds."""
     model.eval()
     device = model_device(model)
     encoder = next((m for m in model.modules() if isinstance(m, AudioEncoder)), None)
@@ -143,7 +146,7 @@ def clip_model_outputs(model: nn.Module, dataset, batch_size: int = 32) -> ClipA
     audio: list[np.ndarray] = []
     video: list[np.ndarray] = []
     mu: list[np.ndarray] = []
-    for batch in DataLoader(dataset, batch_size, collate_fn=collate_clips):
+    for batch in DataLoader(dataset, batch_size, collate_fn=collate):
         out = model(**batch.inputs(device))
         clip_ids.extend(batch.clip_ids)
         embeddings.append(out.embedding.float().cpu().numpy())
@@ -176,7 +179,8 @@ def analyse_clips(trained: Trained, features: Features, labels: TaskLabels, clip
     if features.kind == "segment":
         clips = trained_posteriors(trained, features, labels, clip_ids).clips
         return ClipAnalysis(clips.clip_ids, np.asarray(clips.embeddings, np.float64))
-    return clip_model_outputs(trained.model, _dataset(trained, features, labels, clip_ids))
+    dataset = _dataset(trained, features, labels, clip_ids)
+    return clip_model_outputs(trained.model, dataset, collate_for(features.kind))
 
 
 def concat_analyses(parts: Sequence[ClipAnalysis]) -> ClipAnalysis:

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from avemo.cli import app
 from avemo.config import TrainParams
 from flows.evaluate import evaluate_flow
+from flows.report import build_report
 from flows.train import run_train
 from models.fbp import AudioEncoder
 from models.registry import InputShapes, build_model
@@ -267,3 +268,24 @@ def test_report_renders_with_its_figures_in_headless_chromium(report_dir: Path, 
     colourful = (pixels.max(axis=2) - pixels.min(axis=2)) > 60  # figures are in colour, text and tables grey
     assert colourful.sum() > 20_000, f"only {colourful.sum()} coloured pixels: the figures did not render"
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200
+
+
+def test_a_pooled_system_is_analysed_beside_the_others(evaluated: Path, sample_features: Path) -> None:
+    """The classical systems read one clip vector per clip: their embeddings come through their own batches."""
+    params = TrainParams(features_dir=sample_features, out_dir=evaluated / "models", systems=["logreg"])
+    run_train("logreg", params, {"C": 0.1}, evaluated / "models" / "logreg", "egemaps")
+    evaluate_flow(
+        system="logreg",
+        model_dir=evaluated / "models" / "logreg",
+        features_dir=sample_features,
+        out_dir=evaluated / "eval" / "logreg",
+    )
+    summary = build_report(
+        ["gfbp", "logreg"],
+        eval_dir=evaluated / "eval",
+        models_dir=evaluated / "models",
+        features_dir=sample_features,
+        out_dir=evaluated / "pooled_report",
+    )
+    page = summary.html.read_text()
+    assert "logreg" in page and (evaluated / "pooled_report" / "figures" / "tsne.png").is_file()
