@@ -31,10 +31,13 @@ def _values(column: pa.ChunkedArray) -> np.ndarray | None:
 
 
 def describe_column(a: pa.ChunkedArray, b: pa.ChunkedArray) -> str:
+    """ "equal" (NaN where the other has NaN counts as equal), else by how much the columns differ."""
     if a.equals(b):
         return "equal"
     va, vb = _values(a), _values(b)
     if va is not None and vb is not None and va.shape == vb.shape:
+        if np.array_equal(va, vb, equal_nan=True) and a.null_count == b.null_count:
+            return "equal"
         diff = np.abs(va - vb)
         diff = np.where(np.isnan(va) & np.isnan(vb), 0.0, diff)
         return f"max |diff| {np.nanmax(diff):.3g}, {np.mean(diff > 0):.2%} of {diff.size} values differ"
@@ -49,7 +52,8 @@ def compare_tables(a: pa.Table, b: pa.Table) -> list[dict[str, object]]:
         if c not in b.column_names:
             rows.append({"column": c, "equal": False, "detail": "missing"})
         else:
-            rows.append({"column": c, "equal": a[c].equals(b[c]), "detail": describe_column(a[c], b[c])})
+            detail = describe_column(a[c], b[c])
+            rows.append({"column": c, "equal": detail == "equal", "detail": detail})
     return rows
 
 

@@ -1,16 +1,19 @@
 """Where results differ across CPU types: the same clips preprocessed and one system trained under each
 library's instruction-set override, compared with this CPU's native run, stage by stage.
 
-    .venv/bin/python benchmarks/cpu_divergence.py [--manifest data/manifest.parquet] [--clips 8]
-                                                  [--system amfbp] [--epochs 3] [--work DIR]
+    .venv/bin/python benchmarks/cpu_divergence.py [--manifest data/manifest.parquet] [--clips 24]
+                                                  [--systems fusion avef amfbp] [--epochs 12] [--work DIR]
+                                                  [--variants torch an] [--reuse]
 
 Another CPU type makes torch, oneDNN, OpenBLAS and CTranslate2 pick other kernels (AVX-512 here, AVX2 on
 most laptops and older servers, plain C without SIMD). Each library can be forced to the kernels of
 another CPU by an environment variable, which is how this script imitates one: every variant runs
 ``avemo preprocess`` on the first ``--clips`` clips of the manifest (its own stage cache) and ``avemo
-train`` + ``avemo evaluate`` of ``--system`` for ``--epochs`` epochs on its own features. It prints, per
-variant, the first feature table and column that differ from the native run and by how much, then the
-first epoch's training loss and the pooled UAR, and writes ``benchmarks/results/cpu_divergence.json``.
+train`` + ``avemo evaluate`` of each of ``--systems`` (default: the demo's ``train.systems``) for
+``--epochs`` epochs on its own features. It prints, per variant, every feature table and column that
+differs from the native run and by how much, then per system the largest difference of the first
+epoch's training loss and the pooled UAR, and writes ``benchmarks/results/cpu_divergence.json``.
+``--reuse`` keeps the outputs of an earlier run in ``--work`` (only what is missing runs).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import yaml
+
+from avemo import schemas
+from avemo.parquet_io import read_provenance, read_table, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -53,7 +59,7 @@ def run(command: list[str], env: dict[str, str], cwd: Path) -> None:
 
 
 def variant_run(name: str, overrides: dict[str, str], manifest: Path, work: Path, args: argparse.Namespace) -> Path:
-    """Preprocess, train and evaluate under ``overrides``; the variant's folder."""
+    """Preprocess, train and evaluate under ``overrides`` (with ``--reuse``, what is missing); its folder."""
     folder = work / name.split(" (")[0].replace(" ", "_")
     folder.mkdir(parents=True, exist_ok=True)
     models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
@@ -66,29 +72,32 @@ def variant_run(name: str, overrides: dict[str, str], manifest: Path, work: Path
             "epochs": args.epochs,
         },
         "evaluate": {"out_dir": str(folder / "eval")},
-        "models": {args.system: models.get(args.system) or {}},
+        "models": {system: models.get(system) or {} for system in args.systems},
     }
     params_file = folder / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     env = {**os.environ, **overrides, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     started = time.perf_counter()
-    run([str(AVEMO), "preprocess", "--force", "--params", str(params_file)], env, folder)
-    run([str(AVEMO), "train", "--system", args.system, "--params", str(params_file)], env, folder)
-    run([str(AVEMO), "evaluate", "--system", args.system, "--params", str(params_file)], env, folder)
+    if not (args.reuse and (folder / "features" / "clips.parquet").exists()):
+        run([str(AVEMO), "preprocess", "--force", "--params", str(params_file)], env, folder)
+    for system in args.systems:
+        if args.reuse and (folder / "eval" / system / "metrics.json").exists():
+            continue
+        run([str(AVEMO), "train", "--system", system, "--params", str(params_file)], env, folder)
+        run([str(AVEMO), "evaluate", "--system", system, "--params", str(params_file)], env, folder)
     print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
     return folder
 
 
-def first_difference(native: Path, other: Path) -> dict[str, Any] | None:
-    """The first table (in pipeline order) and column whose values differ, with the largest difference."""
+def differences(native: Path, other: Path) -> list[dict[str, Any]]:
+    """Every table (in pipeline order) and column whose values differ, with by how much."""
+    found = []
     for table in TABLES:
         a, b = native / "features" / f"{table}.parquet", other / "features" / f"{table}.parquet"
-        if not a.exists():
-            continue
-        for column in compare_tables(pq.read_table(a), pq.read_table(b)):
-            if not column["equal"]:
-                return {"table": table, **column}
-    return None
+        if a.exists():
+            columns = compare_tables(pq.read_table(a), pq.read_table(b))
+            found += [{"table": table, **c} for c in columns if not c["equal"]]
+    return found
 
 
 def training(folder: Path, system: str) -> dict[str, Any]:
@@ -102,41 +111,52 @@ def training(folder: Path, system: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", type=Path, default=REPO / "data" / "manifest.parquet")
-    parser.add_argument("--clips", type=int, default=8, help="the first N clips of the manifest")
-    parser.add_argument("--system", default="amfbp")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--clips", type=int, default=24, help="the first N clips of the manifest")
+    parser.add_argument("--systems", nargs="*", help="default: the demo's train.systems")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--reuse", action="store_true", help="keep the outputs of an earlier run in --work")
     parser.add_argument("--work", type=Path, default=REPO / "data" / "benchmarks" / "cpu_divergence")
     parser.add_argument("--variants", nargs="*", help="only these variants (their names' first words)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cpu_divergence.json")
     args = parser.parse_args()
+    args.systems = args.systems or yaml.safe_load((REPO / "params.yaml").read_text())["train"]["systems"]
     if not args.manifest.exists():
         sys.exit(f"{args.manifest} not found: run `make demo` first, or pass --manifest")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     manifest = work / "manifest.parquet"
-    table = pq.read_table(args.manifest)
-    pq.write_table(table.slice(0, args.clips).replace_schema_metadata(table.schema.metadata), manifest)
+    document = read_provenance(args.manifest) or {}
+    corpus = Path(document.get("corpus_dir", args.manifest.parent))  # relative: to where the script runs
+    document["corpus_dir"] = str(corpus.resolve())
+    rows = read_table(args.manifest, schemas.MANIFEST).slice(0, args.clips)
+    write_table(rows, manifest, schemas.MANIFEST, document)
     chosen = {k: v for k, v in VARIANTS.items() if not args.variants or k == "native" or k.split()[0] in args.variants}
     folders = {name: variant_run(name, overrides, manifest, work, args) for name, overrides in chosen.items()}
     rows = []
-    native = training(folders["native"], args.system)
+    native = {system: training(folders["native"], system) for system in args.systems}
     for name, folder in folders.items():
-        row = {"variant": name, "env": chosen[name], **training(folder, args.system)}
-        row["first_difference"] = None if name == "native" else first_difference(folders["native"], folder)
-        row["loss_difference"] = max(
-            (abs(a - b) for a, b in zip(row["first_epoch_train_loss"], native["first_epoch_train_loss"], strict=True)),
-            default=0.0,
-        )
-        rows.append(row)
-        diff = row["first_difference"]
-        where = "identical features" if diff is None else f"{diff['table']}.{diff['column']}: {diff['detail']}"
-        print(f"{name:<52} {where}; first-epoch loss +-{row['loss_difference']:.2e}; UAR {row['uar']:.3f}")
+        found = [] if name == "native" else differences(folders["native"], folder)
+        systems = {}
+        for system in args.systems:
+            run_of = training(folder, system)
+            losses = zip(run_of["first_epoch_train_loss"], native[system]["first_epoch_train_loss"], strict=True)
+            run_of["loss_difference"] = max((abs(a - b) for a, b in losses), default=0.0)
+            run_of["uar_difference"] = abs(run_of["uar"] - native[system]["uar"])
+            systems[system] = run_of
+        rows.append({"variant": name, "env": chosen[name], "feature_differences": found, "systems": systems})
+        print(f"\n{name}")
+        for d in found:
+            print(f"  {d['table']}.{d['column']}: {d['detail']}")
+        if not found:
+            print("  features identical to the native run")
+        for system, r in systems.items():
+            print(f"  {system}: first-epoch loss +-{r['loss_difference']:.2e}, UAR {r['uar']:.3f}")
     result = {
         "command": " ".join(["benchmarks/cpu_divergence.py", *sys.argv[1:]]),
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpu": _cpu(),
         "clips": args.clips,
-        "system": args.system,
+        "systems": args.systems,
         "epochs": args.epochs,
         "variants": rows,
     }

@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.svm import SVC
 from torch import Tensor, nn
 
 from avemo.errors import AvemoError
@@ -391,6 +390,8 @@ class ClipSVM:
     """
 
     def __init__(self, degree: int, C: float, coef0: float = 0.0) -> None:
+        from sklearn.svm import SVC  # here, not at the top: scikit-learn takes 1.4 s to import
+
         self.svc = SVC(kernel="poly", degree=degree, C=C, coef0=coef0)
         self.fitted: Any = None
 

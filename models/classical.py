@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from sklearn.base import clone
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.frozen import FrozenEstimator
-from sklearn.linear_model import LogisticRegression as SkLogisticRegression
-from sklearn.svm import SVC
 from torch import Tensor, nn
 
 from models.fbp import ClipOutput
+
+if TYPE_CHECKING:  # scikit-learn is imported where it fits (1.4 s): a model that does not use it never waits
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
 
 IMPOSSIBLE = -1e9  # the logit of a class absent from training: probability 0
 
@@ -71,6 +70,8 @@ class LogisticRegression(nn.Module):
         return ClipOutput(self.linear(audio), audio)
 
     def fit_classifier(self, x: np.ndarray, y: np.ndarray, class_weighting: bool, seed: int) -> None:
+        from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+
         classifier = SkLogisticRegression(
             C=self.config.C, max_iter=5000, class_weight=_balanced(class_weighting), random_state=seed
         ).fit(x, y)
@@ -126,6 +127,8 @@ class SupportVectorMachine(nn.Module):
         Probabilities from :func:`fit_calibrated`."""
         if self._classifier is None:
             x, y = self.train_x.double().numpy(), self.train_y.numpy()
+            from sklearn.svm import SVC
+
             svc = SVC(
                 kernel=self.config.kernel,
                 C=self.config.C,
@@ -141,6 +144,10 @@ def fit_calibrated(svc: SVC, features: np.ndarray, labels: np.ndarray) -> Calibr
     when a class has fewer examples, so fitting is deterministic and works on small corpora. When a class
     has a single example no fold split exists: the SVM is fitted on everything and calibrated on the same
     vectors (overconfident, but it trains; a warning says so)."""
+    from sklearn.base import clone
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
     _, counts = np.unique(labels, return_counts=True)
     if counts.min() >= 2:
         folds = int(min(5, counts.min()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -11,7 +12,12 @@ from typer.testing import CliRunner
 from avemo.cli import app
 from avemo.config import TrainParams
 from flows.train import run_train
+from models.registry import get_spec
 from tasks.learning.checkpoints import load_checkpoint
+from tasks.learning.features import load_features, task_labels
+from tasks.learning.fit import fit
+from tasks.learning.inference import trained_posteriors
+from tasks.learning.trained import TrainSettings
 
 
 def _params(features: Path, **updates) -> TrainParams:
@@ -83,3 +89,28 @@ def test_frame_count_and_crop_size_travel_from_the_features_into_the_models(pref
         _, meta = load_checkpoint(tmp_path / system / "fold-loso-1001-seed0.pt")
         assert {key: meta["input_shapes"][key] for key in expected} == expected
         assert not set(meta["hyperparameters"]) & {"frames", "crop_size", "video_dim"}
+
+
+@pytest.mark.parametrize(
+    ("system", "frontend", "hyperparameters"),
+    [
+        ("logreg", "egemaps", {"C": 0.1}),
+        ("svm", "compare", {}),
+        ("fusion", "egemaps+whisper", {"C": (0.1, 0.1)}),
+        ("audio", "egemaps", {}),
+    ],
+)
+def test_pretrained_frontend_systems_learn_a_small_real_batch(
+    sample_features: Path, system: str, frontend: str, hyperparameters: dict
+) -> None:
+    """The sample corpus's clips through the real pipeline: each system fits its 12 clips (anger vs sadness)."""
+    spec = get_spec(system)
+    features = load_features(sample_features, spec.needs, spec.input_kind, frontend)
+    labels = task_labels(features, "emotion")
+    settings = TrainSettings.of(_params(sample_features, epochs=40, patience=40, lr=3e-3, speed_perturbation=False))
+    trained = fit(system, features, labels, features.clip_ids, [], settings, hyperparameters=hyperparameters)
+    clips = trained_posteriors(trained, features, labels, features.clip_ids).clips
+    predicted = [labels.classes[i] for i in np.asarray(clips.probabilities).argmax(axis=1)]
+    truth = dict(zip(features.clip_ids, features.emotions, strict=True))
+    accuracy = np.mean([p == truth[c] for p, c in zip(predicted, clips.clip_ids, strict=True)])
+    assert accuracy >= 0.9, f"{system} on {frontend} fits {accuracy:.0%} of its training clips"

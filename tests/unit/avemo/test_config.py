@@ -3,6 +3,8 @@ refused with the key named."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import pytest
@@ -28,8 +30,20 @@ def test_shipped_params_load_and_every_system_builds() -> None:
         crop_size=p.faces.crop_size,
         embedding_dim=304,
     )
-    for system in params.train.systems:
-        build_model(system, 4, shapes, **params.models.get(system, {}))
+    widths = {"egemaps": 88, "compare": 6373, "whisper": 1024}  # any widths: the shapes come from the features
+    for system in params.models:
+        choice = params.system(system)
+        if choice.frontend in (None, "logmel", "linear"):
+            build_model(system, 4, shapes, **choice.hyperparameters)
+            continue
+        blocks = tuple(widths[name] for name in choice.frontend.split("+"))
+        vectors = dataclasses.replace(
+            shapes,
+            audio_frontend=choice.frontend,
+            audio_dim=sum(blocks),
+            audio_blocks=blocks if len(blocks) > 1 else None,
+        )
+        build_model(system, 4, vectors, **choice.hyperparameters)
 
 
 def test_missing_file_gives_the_defaults(tmp_path: Path) -> None:
