@@ -4,7 +4,6 @@ refused with the key named."""
 from __future__ import annotations
 
 import dataclasses
-
 from pathlib import Path
 
 import pytest
