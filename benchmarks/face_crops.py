@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from face_accuracy import covering_segments  # the same whole-clip segments as the box benchmark
 from facenet_pytorch import MTCNN
 
 from avemo.config import FaceFeatureParams, FaceParams, SegmentParams
@@ -35,17 +36,6 @@ from tasks.video.faces import FaceDetector, choose_speaker, crop_face, detect_cl
 
 REPO = Path(__file__).resolve().parents[1]
 COSINE, IOU, SHARE = 0.95, 0.8, 0.97
-
-
-class Span:
-    def __init__(self, t_begin: float, t_end: float) -> None:
-        self.t_begin, self.t_end = t_begin, t_end
-
-
-def covering_segments(duration_s: float, segment: SegmentParams) -> list[Span]:
-    stride_s = segment.stride_frames * segment.hop_ms / 1000.0
-    starts = np.arange(0.0, max(duration_s - segment.duration_s, 0.0) + 1e-9, stride_s)
-    return [Span(float(s), float(s) + segment.duration_s) for s in starts]
 
 
 def reference(mtcnn: MTCNN, path: Path, info, frames: list[int], params: FaceParams):
