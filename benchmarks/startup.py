@@ -10,6 +10,12 @@ the cached preprocess writes to a temporary folder). Each figure is the median o
 an otherwise idle machine. Imports are timed by a fresh interpreter importing exactly what the command
 imports; the server start by a fresh interpreter running an empty Prefect flow, less Prefect's import;
 the work is the rest of the command's wall time.
+
+For predict the clip's own compute is measured apart: a fresh interpreter predicts the clip twice
+(``flows.predict.predict_files``), and the second call, with everything loaded, is its compute; the
+first call's extra is loading the models. The overhead, wall time less that compute, is split into
+torch's own import, pandas (which pyarrow imports on its first array), the rest of the imports, model
+loading and the remainder (the interpreter, the command line, writing the output).
 """
 
 from __future__ import annotations
@@ -29,6 +35,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 AVEMO = Path(sys.executable).with_name("avemo")
 EMPTY_FLOW = "from prefect import flow\n@flow\ndef empty():\n    pass\nempty()\n"
+PREDICT_TWICE = """
+import json, logging, sys, time
+from pathlib import Path
+from flows.predict import predict_files
+log = logging.getLogger("startup"); log.disabled = True
+started = time.perf_counter()
+import pandas  # what pyarrow's first array would import during the first call
+seconds = [time.perf_counter() - started]
+for _ in range(2):
+    started = time.perf_counter()
+    predict_files([Path(sys.argv[1])], Path(sys.argv[2]), device="cpu", window_s=60.0, batch_size=32, logger=log)
+    seconds.append(time.perf_counter() - started)
+print(json.dumps(seconds))
+"""
 
 
 def wall(command: list[str], repeat: int, env: dict[str, str] | None = None) -> float:
@@ -47,6 +67,26 @@ def imports(modules: list[str], repeat: int) -> float:
     """A fresh interpreter importing ``modules``, less the interpreter's own start."""
     code = "".join(f"import {m}\n" for m in modules)
     return max(0.0, wall([sys.executable, "-c", code], repeat) - wall([sys.executable, "-c", "pass"], repeat))
+
+
+def predict_compute(clip: Path, model: Path, repeat: int) -> tuple[float, float, float]:
+    """(the clip's own compute, model loading, pandas' import): medians of the second call, of the first
+    less the second, and of importing pandas before them."""
+    runs = []
+    for _ in range(repeat):
+        result = subprocess.run(
+            [sys.executable, "-c", PREDICT_TWICE, str(clip), str(model)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    return (
+        statistics.median(r[2] for r in runs),
+        statistics.median(r[1] - r[2] for r in runs),
+        statistics.median(r[0] for r in runs),
+    )
 
 
 def measure(
@@ -103,11 +143,24 @@ def main() -> None:
             )
         )
     predict = [str(AVEMO), "predict", str(args.clip), "--model", str(args.model)]
-    rows.append(
-        measure(
-            f"avemo predict (one {args.clip.suffix} clip)", predict, ["avemo.cli", "flows.predict"], 0.0, args.repeat
-        )
+    row = measure(
+        f"avemo predict (one {args.clip.suffix} clip)", predict, ["avemo.cli", "flows.predict"], 0.0, args.repeat
     )
+    compute, loading, pandas_import = predict_compute(args.clip, args.model, args.repeat)
+    torch_import = imports(["torch"], args.repeat)
+    overhead = {
+        "torch_import_s": torch_import,
+        "pandas_import_s": pandas_import,
+        "other_imports_s": max(0.0, float(row["imports_s"]) - torch_import),
+        "model_loading_s": loading,
+    }
+    overhead["remainder_s"] = max(0.0, float(row["wall_s"]) - compute - sum(overhead.values()))
+    row.update(compute_s=compute, overhead_s=float(row["wall_s"]) - compute, overhead=overhead)
+    print(
+        f"  its own compute {compute:.2f} s; overhead {row['overhead_s']:.2f} s: "
+        + ", ".join(f"{k.removesuffix('_s')} {v:.2f}" for k, v in overhead.items())
+    )
+    rows.append(row)
     result = {
         "command": " ".join(["benchmarks/startup.py", *sys.argv[1:]]),
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -48,7 +48,14 @@ from tasks.video.stage import compute_face_features, compute_faces
 # The modules whose code shapes each stage's result: editing one invalidates that stage's cache.
 _SEGMENTS_CODE = ("tasks.audio.stage", "tasks.demux", "tasks.audio.vad", "tasks.audio.segment")
 AUDIO_CODE = (*_SEGMENTS_CODE, "tasks.audio.preemphasis", "tasks.audio.spectrograms")
-FACES_CODE = (*_SEGMENTS_CODE, "tasks.video.stage", "tasks.video.faces", "tasks.video.mtcnn", "tasks.video.frame_rule")
+FACES_CODE = (
+    *_SEGMENTS_CODE,
+    "tasks.video.stage",
+    "tasks.video.faces",
+    "tasks.video.mtcnn",
+    "models.mtcnn",
+    "tasks.video.frame_rule",
+)
 FACE_FEATURES_CODE = (*FACES_CODE, "tasks.video.embeddings")
 FRONTEND_CODE = {
     "egemaps": (*_SEGMENTS_CODE, "tasks.audio.frontends", "tasks.audio.opensmile_features"),

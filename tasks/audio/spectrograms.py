@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 
-import librosa
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -48,15 +47,44 @@ def mel_n_fft(window: int) -> int:
     return 1 << (window - 1).bit_length()
 
 
+_SLANEY_HZ_PER_MEL = 200.0 / 3  # Slaney's mel scale: linear below 1 kHz ...
+_SLANEY_LOG_STEP = np.log(6.4) / 27.0  # ... logarithmic above, 27 mels per factor 6.4
+_SLANEY_KNEE_MEL = 1000.0 / _SLANEY_HZ_PER_MEL
+
+
+def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+    mels = hz / _SLANEY_HZ_PER_MEL
+    above = hz >= 1000.0
+    mels[above] = _SLANEY_KNEE_MEL + np.log(hz[above] / 1000.0) / _SLANEY_LOG_STEP
+    return mels
+
+
+def _slaney_mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    hz = _SLANEY_HZ_PER_MEL * mels
+    above = mels >= _SLANEY_KNEE_MEL
+    hz[above] = 1000.0 * np.exp(_SLANEY_LOG_STEP * (mels[above] - _SLANEY_KNEE_MEL))
+    return hz
+
+
 @functools.cache
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """librosa's (n_mels, n_fft // 2 + 1) filters: Slaney mel scale (htk=False) and area normalisation."""
+    """librosa's ``filters.mel`` (Slaney mel scale, area normalisation, float32), computed as librosa
+    computes it, to the bit (tests/unit/tasks/audio/test_spectrograms.py compares the two): librosa's
+    ``filters`` module imports scipy.signal and numba, about 2 s before a first clip's work."""
     if fmax > sample_rate / 2:
         raise AudioFeatureError(
             f"fmax {fmax} Hz is above the Nyquist frequency of {sample_rate} Hz audio; "
             f"lower audio_features.fmax to at most {sample_rate / 2:g}"
         )
-    melbank = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    bins_hz = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
+    low_mel, high_mel = _hz_to_slaney_mel(np.array([float(fmin), float(fmax)]))
+    edges_mel = np.linspace(low_mel, high_mel, n_mels + 2)
+    edges_hz = _slaney_mel_to_hz(edges_mel)
+    widths, ramps = np.diff(edges_hz), np.subtract.outer(edges_hz, bins_hz)
+    melbank = np.zeros((n_mels, n_fft // 2 + 1), dtype=np.float32)
+    for band in range(n_mels):
+        melbank[band] = np.maximum(0, np.minimum(-ramps[band] / widths[band], ramps[band + 2] / widths[band + 1]))
+    melbank *= (2.0 / (edges_hz[2 : n_mels + 2] - edges_hz[:n_mels]))[:, np.newaxis]
     melbank.flags.writeable = False  # cached and shared between clips
     return melbank
 

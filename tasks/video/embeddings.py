@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from facenet_pytorch import InceptionResnetV1, fixed_image_standardization
 from PIL import Image
 from what_the_face_classification.model import SimpleConvolutionalNetwork
 
@@ -128,7 +127,7 @@ def _vggface2_input(crops: np.ndarray) -> torch.Tensor:
     """Crops resized bilinearly to 160 x 160 and standardised as facenet's training was: (x - 127.5) / 128."""
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=(VGGFACE2_INPUT, VGGFACE2_INPUT), mode="bilinear", align_corners=False, antialias=True)
-    return fixed_image_standardization(x)
+    return (x - 127.5) / 128.0
 
 
 def _load_vggface2(weights_path: Path | None, batch_size: int, device: torch.device) -> FaceEmbedder:
@@ -144,6 +143,8 @@ def _load_vggface2(weights_path: Path | None, batch_size: int, device: torch.dev
         raise FaceFeatureError(f"{weights_path} is not a readable torch state dict: {err}") from err
     # The released file also holds the 8631-identity classifier ("logits.*"); embeddings do not use it.
     state = {key: value for key, value in state.items() if not key.startswith("logits.")}
+    from facenet_pytorch import InceptionResnetV1  # here: the package imports torchvision (~2 s)
+
     network = InceptionResnetV1(pretrained=None, classify=False)
     try:
         network.load_state_dict(state)

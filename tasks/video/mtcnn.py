@@ -8,20 +8,29 @@ exactly as the whole level's (area resampling, PNet's stride-2 grid kept), so PN
 full MTCNN's; NMS, RNet, ONet and their thresholds are facenet-pytorch's own. A searched frame costs
 ~10-40 ms of CPU instead of 40-200 ms (one torch thread). The networks run in channels-last memory
 layout: their max-pooling is several times faster that way on CPU.
+
+facenet-pytorch's helpers (``imresample``, ``pad``, ``rerec``, ``bbreg``, the "Min" NMS) are written
+here with the same arithmetic, and NMS is torchvision's compiled kernel loaded without torchvision's
+Python package: importing either package costs about 2 s (torchvision imports ``torch._dynamo``), which
+a one-clip ``avemo predict`` would pay before its work (tests/unit/tasks/video/test_mtcnn_helpers.py
+checks each against the original).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-from facenet_pytorch import MTCNN
-from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg, imresample, pad, rerec
-from torchvision.ops.boxes import batched_nms
+import torch.nn.functional as F
 
 from avemo.device import resolve_device
+from models.mtcnn import MIN_FACE_SIZE, PYRAMID_FACTOR, THRESHOLDS, MTCNNNets
 from tasks.video import FaceError
 
 ROI_MARGIN_SIDES = 1.0  # the search region: the last box grown by this many box sides on each side
@@ -31,8 +40,89 @@ ROI_WINDOW_SIDES = (0.3, 1.9)  # PNet levels searched: window 12 / scale within 
 PNET_CELL = 12  # PNet's window, px at its level
 
 
+@functools.cache
+def _load_torchvision_ops() -> None:
+    """Register torchvision's compiled operators (``torch.ops.torchvision.nms``) by loading its
+    extension library as torchvision itself does, or, where that file is not found, by importing it."""
+    spec = importlib.util.find_spec("torchvision")
+    folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+    for name in ("_C_stable", "_C"):
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            if folder is not None and (folder / f"{name}{suffix}").is_file():
+                torch.ops.load_library(str(folder / f"{name}{suffix}"))
+                return
+    import torchvision  # noqa: F401  (registers the operators)
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """torchvision's ``batched_nms``: NMS within each ``idxs`` group, kept indices by decreasing score."""
+    _load_torchvision_ops()
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    if boxes.numel() > (4000 if boxes.device.type == "cpu" else 100_000):
+        keep_mask = torch.zeros_like(scores, dtype=torch.bool)
+        for group in torch.unique(idxs):
+            members = torch.where(idxs == group)[0]
+            keep_mask[members[torch.ops.torchvision.nms(boxes[members], scores[members], iou_threshold)]] = True
+        kept = torch.where(keep_mask)[0]
+        return kept[scores[kept].sort(descending=True)[1]]
+    offsets = idxs.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))  # groups apart: no overlap between them
+    return torch.ops.torchvision.nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+def batched_nms_min(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """facenet-pytorch's ``batched_nms_numpy(..., "Min")``: overlap over the smaller box's area, +1 px
+    box sides, picks by decreasing score."""
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    shifted = (boxes + (idxs.to(boxes) * (boxes.max() + 1))[:, None]).cpu().numpy()
+    x1, y1, x2, y2 = (shifted[:, k].copy() for k in range(4))
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(scores.cpu().numpy())
+    picks = []
+    while order.size > 0:
+        best, rest = order[-1], order[:-1]
+        width = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + 1)
+        height = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1)
+        picks.append(best)
+        order = rest[width * height / np.minimum(area[best], area[rest]) <= threshold]
+    return torch.as_tensor(np.array(picks, dtype=np.int64), device=boxes.device)
+
+
+def imresample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """detect_face's resampling: torch's "area" interpolation."""
+    return F.interpolate(image, size=size, mode="area")
+
+
+def pad(boxes: torch.Tensor, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes truncated to integers and clipped to the frame (1-based, inclusive): y, ey, x, ex."""
+    x, y, ex, ey = boxes.trunc().int().cpu().numpy()[:, :4].T.copy()
+    x[x < 1], y[y < 1] = 1, 1
+    ex[ex > width], ey[ey > height] = width, height
+    return y, ey, x, ex
+
+
+def rerec(boxes: torch.Tensor) -> torch.Tensor:
+    """Boxes made square on their longer side, about the same centre (in place, as detect_face)."""
+    height, width = boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]
+    side = torch.max(width, height)
+    boxes[:, 0] = boxes[:, 0] + width * 0.5 - side * 0.5
+    boxes[:, 1] = boxes[:, 1] + height * 0.5 - side * 0.5
+    boxes[:, 2:4] = boxes[:, :2] + side.repeat(2, 1).permute(1, 0)
+    return boxes
+
+
+def bbreg(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    """A network's box regression applied to ``boxes`` (in place, as detect_face), +1 px sides."""
+    width, height = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+    moved = [boxes[:, 0] + reg[:, 0] * width, boxes[:, 1] + reg[:, 1] * height]
+    moved += [boxes[:, 2] + reg[:, 2] * width, boxes[:, 3] + reg[:, 3] * height]
+    boxes[:, :4] = torch.stack(moved).permute(1, 0)
+    return boxes
+
+
 def pyramid_min_face_size(
-    min_face_share: float, short_side: int, default_size: float = 20.0, factor: float = 0.709
+    min_face_share: float, short_side: int, default_size: float = MIN_FACE_SIZE, factor: float = PYRAMID_FACTOR
 ) -> float:
     """MTCNN's smallest face for ``min_face_share`` of ``short_side``, snapped down onto the default pyramid.
 
@@ -44,7 +134,7 @@ def pyramid_min_face_size(
     return default_size / factor**steps
 
 
-def pyramid_scales(min_face_size: float, short_side: int, factor: float = 0.709) -> list[float]:
+def pyramid_scales(min_face_size: float, short_side: int, factor: float = PYRAMID_FACTOR) -> list[float]:
     """MTCNN's image pyramid, computed as facenet-pytorch's ``detect_face`` does (same float steps)."""
     scales: list[float] = []
     scale, side = 12.0 / min_face_size, short_side * 12.0 / min_face_size
@@ -54,7 +144,9 @@ def pyramid_scales(min_face_size: float, short_side: int, factor: float = 0.709)
     return scales
 
 
-def roi_scales(face_side: float, short_side: int, default_size: float = 20.0, factor: float = 0.709) -> list[float]:
+def roi_scales(
+    face_side: float, short_side: int, default_size: float = MIN_FACE_SIZE, factor: float = PYRAMID_FACTOR
+) -> list[float]:
     """The default pyramid's levels at which a face ``face_side`` px wide yields full MTCNN's final box.
 
     A level's PNet window covers 12 / scale frame pixels. Measured on the talking-face and CREMA-D
@@ -177,7 +269,7 @@ class MTCNNCascade:
 
     def __init__(self, device: torch.device | None = None) -> None:
         self.device = device or resolve_device()
-        self._mtcnn = MTCNN(keep_all=True, device=self.device).to(memory_format=torch.channels_last)
+        self._mtcnn = MTCNNNets().to(self.device).to(memory_format=torch.channels_last)
 
     def _cascade(
         self, frames: Sequence[np.ndarray], scales: Sequence[Sequence[float]], regions: Sequence[Sequence[float] | None]
@@ -215,7 +307,7 @@ class MTCNNCascade:
             batch = torch.stack([c.pixels for c in crops]).to(self.device, memory_format=torch.channels_last)
             reg, probs = net.pnet(batch)
             first_cells = torch.tensor([[c.cell_col, c.cell_row] for c in crops], dtype=reg.dtype, device=reg.device)
-            boxes, crop_inds = pnet_proposals(reg, probs[:, 1], crops[0].scale, net.thresholds[0], first_cells)
+            boxes, crop_inds = pnet_proposals(reg, probs[:, 1], crops[0].scale, THRESHOLDS[0], first_cells)
             owner = torch.tensor([c.search for c in crops], dtype=torch.long, device=boxes.device)[crop_inds]
             pick = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.5)  # per search: each has one crop here
             proposals.append(boxes[pick])
@@ -244,7 +336,7 @@ class MTCNNCascade:
         """Stage 2: RNet scores and regresses the proposals; NMS per frame. None when none passes."""
         reg, probs = self._mtcnn.rnet(_resampled_boxes(frames, boxes, image_inds, 24))
         score = probs[:, 1]
-        passed = score > self._mtcnn.thresholds[1]
+        passed = score > THRESHOLDS[1]
         boxes = torch.cat((boxes[passed, :4], score[passed, None]), dim=1)
         image_inds, reg = image_inds[passed], reg[passed]
         pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
@@ -258,7 +350,7 @@ class MTCNNCascade:
         """Stage 3: ONet's final boxes and landmarks, NMS by the smaller box's overlap ("Min")."""
         reg, points, probs = self._mtcnn.onet(_resampled_boxes(frames, boxes, image_inds, 48))
         score = probs[:, 1]
-        passed = score > self._mtcnn.thresholds[2]
+        passed = score > THRESHOLDS[2]
         boxes = torch.cat((boxes[passed, :4], score[passed, None]), dim=1)
         image_inds, reg, points = image_inds[passed], reg[passed], points[passed]
         box_w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
@@ -267,7 +359,7 @@ class MTCNNCascade:
             (box_w * points[:, :5] + boxes[:, :1] - 1, box_h * points[:, 5:] + boxes[:, 1:2] - 1), dim=2
         )
         boxes = bbreg(boxes, reg)
-        pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+        pick = batched_nms_min(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
         return boxes[pick].cpu().numpy(), image_inds[pick].cpu().numpy(), points[pick].cpu().numpy()
 
     def find_faces(
@@ -289,9 +381,8 @@ class MTCNNCascade:
         if any(rgb.shape[:2] != (height, width) for rgb in frames):
             raise FaceError("frames searched together must have one size; detect each clip's frames apart")
         short_side = min(height, width)
-        net = self._mtcnn
-        min_face_size = pyramid_min_face_size(min_face_share, short_side, net.min_face_size, net.factor)
-        whole = pyramid_scales(min_face_size, short_side, net.factor)
+        min_face_size = pyramid_min_face_size(min_face_share, short_side)
+        whole = pyramid_scales(min_face_size, short_side)
         scales: list[list[float]] = []
         regions: list[tuple[float, float, float, float] | None] = []
         for box in near or [None] * len(frames):
@@ -300,7 +391,7 @@ class MTCNNCascade:
                 regions.append(None)
             else:
                 side = max(box[2] - box[0], box[3] - box[1])
-                scales.append(roi_scales(side, short_side, net.min_face_size, net.factor))
+                scales.append(roi_scales(side, short_side))
                 regions.append(search_region(box, width, height))
         found = []
         for boxes, points in self._cascade(frames, scales, regions):

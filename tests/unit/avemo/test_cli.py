@@ -75,3 +75,19 @@ def test_make_demo_all_trains_every_registered_system() -> None:
     makefile = (REPO_ROOT / "Makefile").read_text()
     (line,) = [line for line in makefile.splitlines() if line.startswith("ALL_SYSTEMS :=")]
     assert sorted(line.split(":=")[1].strip().split(",")) == sorted(MODELS)
+
+
+_PREDICT_CHAIN = (
+    "import sys\nimport numpy as np\nimport flows.predict\n"
+    "from tasks.video.faces import FaceDetector\nfrom tasks.audio.spectrograms import mel_filterbank\n"
+    "FaceDetector().find_faces([np.zeros((120, 160, 3), np.uint8)], 0.9, 0.1)\nmel_filterbank(16000, 512, 64, 0.0, 8000.0)\n"
+    "print(','.join(m for m in ('torchvision', 'torch._dynamo', 'facenet_pytorch', 'scipy.signal', 'numba') "
+    "if m in sys.modules))\n"
+)
+
+
+def test_predict_and_its_face_and_mel_stages_load_no_compiler_or_signal_library() -> None:
+    """~4 s of imports a one-clip predict does not need: torchvision (and through it torch._dynamo),
+    facenet-pytorch's package, and librosa.filters' scipy.signal and numba."""
+    out = subprocess.run([sys.executable, "-c", _PREDICT_CHAIN], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -10,6 +10,7 @@ from tasks.audio.spectrograms import (
     AudioFeatureError,
     linear_spectrogram,
     log_mel_frames,
+    mel_filterbank,
     mel_n_fft,
     regression_delta,
     segment_log_mel,
@@ -36,6 +37,21 @@ def all_segments(n_samples: int) -> list[Segment]:
 
 def test_mel_fft_size_is_the_next_power_of_two():
     assert mel_n_fft(400) == 512 and mel_n_fft(512) == 512 and mel_n_fft(200) == 256
+
+
+@pytest.mark.parametrize(
+    ("sample_rate", "n_fft", "n_mels", "fmin", "fmax"),
+    [
+        (16000, 512, 64, 0.0, 8000.0),
+        (16000, 400, 80, 0.0, 8000.0),
+        (48000, 2048, 128, 20.0, 16000.0),
+        (8000, 256, 40, 300.0, 3400.0),
+    ],
+)
+def test_mel_filterbank_is_librosas_to_the_bit(sample_rate, n_fft, n_mels, fmin, fmax):
+    ours = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
+    theirs = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
 
 
 def test_log_mel_matches_a_direct_computation_of_one_frame(signal):
