@@ -80,7 +80,8 @@ def test_make_demo_all_trains_every_registered_system() -> None:
 _PREDICT_CHAIN = (
     "import sys\nimport numpy as np\nimport flows.predict\n"
     "from tasks.video.faces import FaceDetector\nfrom tasks.audio.spectrograms import mel_filterbank\n"
-    "FaceDetector().find_faces([np.zeros((120, 160, 3), np.uint8)], 0.9, 0.1)\nmel_filterbank(16000, 512, 64, 0.0, 8000.0)\n"
+    "FaceDetector().find_faces([np.zeros((120, 160, 3), np.uint8)], 0.9, 0.1)\n"
+    "mel_filterbank(16000, 512, 64, 0.0, 8000.0)\n"
     "print(','.join(m for m in ('torchvision', 'torch._dynamo', 'facenet_pytorch', 'scipy.signal', 'numba') "
     "if m in sys.modules))\n"
 )
@@ -91,3 +92,17 @@ def test_predict_and_its_face_and_mel_stages_load_no_compiler_or_signal_library(
     facenet-pytorch's package, and librosa.filters' scipy.signal and numba."""
     out = subprocess.run([sys.executable, "-c", _PREDICT_CHAIN], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _console(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys\nfrom avemo.cli import main\nsys.argv = ['avemo', *sys.argv[1:]]\nmain()\n"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
+
+
+def test_the_console_entry_keeps_exit_codes_and_output_when_it_skips_teardown(tmp_path: Path) -> None:
+    """predict loads torch and not Prefect, so the process ends without Python's teardown: its output,
+    its error message and its exit code must all still arrive."""
+    missing = _console("predict", str(tmp_path / "missing.mp4"), "--model", str(tmp_path))
+    assert missing.returncode == 1 and "holds no fold-*-seed*.pt checkpoints" in missing.stderr
+    helped = _console("predict", "--help")
+    assert helped.returncode == 0 and "Usage: avemo predict" in helped.stdout
