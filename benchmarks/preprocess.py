@@ -87,7 +87,7 @@ def bench(name: str, data: Path, work: Path, workers: int, rows: list, frontends
     }
 
 
-def reference(rows: list) -> dict:
+def reference(corpus: Path, rows: list) -> dict:
     """The per-frame pipeline on ``rows``' clips: its wall time and how many frames went through MTCNN."""
     import torch
     from face_crops import reference as per_frame_faces  # facenet-pytorch's MTCNN on every given frame
@@ -103,7 +103,7 @@ def reference(rows: list) -> dict:
     mtcnn, embedder = MTCNN(keep_all=True, device=cpu), load_face_embedder(FaceFeatureParams(), cpu)
     frames = 0
     for row in rows:
-        path = Path(row.path)
+        path = corpus / row.path
         info = probe(path)
         compute_audio(path, info, params)
         if info.has_video and info.video_fps and info.duration_s:
@@ -139,7 +139,7 @@ def main() -> None:
                 run.mkdir()
                 results.append(bench(name, data, run, args.workers, rows, frontends))
             if args.reference:
-                references[name] = reference(rows)
+                references[name] = reference(data / CORPORA[name][0], rows)
     for r in results:
         print(
             f"\n{r['name']}: {r['clips']} clips ({r['failed']} failed), {r['media_s']:.1f} s of media "
