@@ -1,6 +1,6 @@
 """Face tracking judged by what the models see: avemo's crops against per-frame full-resolution MTCNN's.
 
-    .venv/bin/python benchmarks/face_crops.py [--clips PATTERN] [--seconds N] [--out FILE]
+    .venv/bin/python benchmarks/face_crops.py [--clips PATTERN] [--seconds N] [--detect-every 5,10] [--out FILE]
 
 For every talking-face and CREMA-D video of the shared data, segments cover the whole clip (every frame is
 needed) and avemo's tracker (``tasks.video.faces.detect_clip_faces``, the params.yaml settings) gives a box
@@ -10,7 +10,10 @@ same way (a whole-frame crop where it finds no face). Per frame: the IoU of the 
 similarity of the FER2013 network's expression embeddings of the two crops (what the models read). The
 issue's yardstick: cosine >= 0.95 on >= 97 % of frames and IoU >= 0.8 on >= 97 % of frames. Beside them,
 MTCNN's own frame-to-frame figures: the same two measures between the reference on consecutive frames.
-``--seconds`` limits each clip to its first N seconds (the reference costs 40-200 ms a frame). Writes
+``--seconds`` limits each clip to its first N seconds (the reference costs 40-200 ms a frame).
+``--detect-every`` compares key-frame spacings against the one reference: for each, the two shares and
+the tracker's own time (decoding, searches and crops, with torch's threads set to the CPU count) over
+the video's duration, the speed those crops cost; the first spacing is the one reported per clip. Writes
 ``benchmarks/results/face_crops.json``.
 """
 
@@ -85,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", default="*", help="glob on clip file names")
     parser.add_argument("--seconds", type=float, help="only each clip's first N seconds")
+    parser.add_argument("--detect-every", default=str(FaceParams().detect_every), help="key-frame spacings: 5,10,20")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "face_crops.json")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -92,46 +96,67 @@ def main() -> None:
     clips = sorted((data / "talking").glob(f"{args.clips}.mp4")) + sorted(
         (data / "cremad" / "VideoFlash").glob(f"{args.clips}.flv")
     )
-    params, segment = FaceParams(), SegmentParams()
+    settings = [FaceParams(detect_every=int(k)) for k in args.detect_every.split(",")]
+    params, segment = settings[0], SegmentParams()
     detector, mtcnn = FaceDetector(torch.device("cpu")), MTCNN(keep_all=True, device=torch.device("cpu"))
     embedder = load_face_embedder(FaceFeatureParams(), torch.device("cpu"))
     started = time.perf_counter()
-    per_clip, all_cos, all_iou, own_cos, own_iou = [], [], [], [], []
+    per_clip, own_cos, own_iou = [], [], []
+    measured: list[dict[str, list]] = [{"cos": [], "iou": [], "seconds": [], "video_s": []} for _ in settings]
     print(f"{'clip':44s} {'frames':>6s} {'cos>=.95':>8s} {'cos p5':>7s} {'IoU>=.8':>8s} {'IoU p5':>7s}")
     for path in clips:
         info = probe(path)
-        faces = detect_clip_faces(path, info, covering_segments(info.duration_s, segment), detector, params)
-        frames = [i for i in sorted(faces.tracks) if args.seconds is None or i < args.seconds * info.video_fps]
-        boxes, crops = reference(mtcnn, path, info, frames, params)
-        frames = [i for i in frames if i in boxes]
-        tracked = [None if faces.tracks[i].no_face else tuple(faces.tracks[i].box) for i in frames]
-        cos = cosines(embedder, [faces.crops[i] for i in frames], [crops[i] for i in frames])
-        ious = box_ious(tracked, [boxes[i] for i in frames])
-        pairs = [(i, i + 1) for i in frames if i + 1 in boxes]
+        boxes = crops = None
+        for setting, into in zip(settings, measured, strict=True):
+            tracked_at = time.perf_counter()
+            faces = detect_clip_faces(path, info, covering_segments(info.duration_s, segment), detector, setting)
+            into["seconds"].append(time.perf_counter() - tracked_at)
+            frames = [i for i in sorted(faces.tracks) if args.seconds is None or i < args.seconds * info.video_fps]
+            into["video_s"].append(len(frames) / info.video_fps)
+            if boxes is None or crops is None:
+                boxes, crops = reference(mtcnn, path, info, frames, params)
+            frames = [i for i in frames if i in boxes]
+            tracked = [None if faces.tracks[i].no_face else tuple(faces.tracks[i].box) for i in frames]
+            into["cos"].append(cosines(embedder, [faces.crops[i] for i in frames], [crops[i] for i in frames]))
+            into["iou"].append(box_ious(tracked, [boxes[i] for i in frames]))
+        assert boxes is not None and crops is not None
+        reference_frames = sorted(boxes)
+        pairs = [(i, i + 1) for i in reference_frames if i + 1 in boxes]
         own_cos.append(cosines(embedder, [crops[i] for i, _ in pairs], [crops[j] for _, j in pairs]))
         own_iou.append(box_ious([boxes[i] for i, _ in pairs], [boxes[j] for _, j in pairs]))
-        all_cos.append(cos)
-        all_iou.append(ious)
-        row = {"clip": path.name, "cosine": summary(cos, COSINE), "iou": summary(ious, IOU)}
-        per_clip.append(row)
+        cos, ious = measured[0]["cos"][-1], measured[0]["iou"][-1]
+        per_clip.append({"clip": path.name, "cosine": summary(cos, COSINE), "iou": summary(ious, IOU)})
         print(
-            f"{path.name:44s} {len(frames):6d} {np.mean(cos >= COSINE):8.1%} {np.percentile(cos, 5):7.3f} "
+            f"{path.name:44s} {len(cos):6d} {np.mean(cos >= COSINE):8.1%} {np.percentile(cos, 5):7.3f} "
             f"{np.mean(ious >= IOU):8.1%} {np.percentile(ious, 5):7.3f}",
             flush=True,
+        )
+    spacings = [
+        {
+            "detect_every": setting.detect_every,
+            "cosine": summary(np.concatenate(m["cos"]), COSINE),
+            "iou": summary(np.concatenate(m["iou"]), IOU),
+            "tracker_s": sum(m["seconds"]),
+            "tracker_rtf": sum(m["seconds"]) / sum(m["video_s"]),
+        }
+        for setting, m in zip(settings, measured, strict=True)
+    ]
+    for row in spacings:
+        print(
+            f"detect_every {row['detect_every']:3d}: cosine >= {COSINE} on {row['cosine'][f'share >= {COSINE}']:.1%}, "
+            f"IoU >= {IOU} on {row['iou'][f'share >= {IOU}']:.1%}, tracker RTF {row['tracker_rtf']:.3f}"
         )
     result = {
         "command": " ".join(["benchmarks/face_crops.py", *sys.argv[1:]]),
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "face_params": params.model_dump(mode="json"),
-        "avemo_vs_reference": {
-            "cosine": summary(np.concatenate(all_cos), COSINE),
-            "iou": summary(np.concatenate(all_iou), IOU),
-        },
+        "avemo_vs_reference": {"cosine": spacings[0]["cosine"], "iou": spacings[0]["iou"]},
         "reference_consecutive_frames": {
             "cosine": summary(np.concatenate(own_cos), COSINE),
             "iou": summary(np.concatenate(own_iou), IOU),
         },
         "targets": {},
+        "detect_every": spacings,
         "per_clip": per_clip,
         "wall_s": time.perf_counter() - started,
     }
