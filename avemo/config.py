@@ -161,6 +161,7 @@ class FaceParams(_Section):
     detect_every: int = Field(ge=1)
     min_face_share: float = Field(gt=0.0, le=1.0)
     min_probability: float = Field(ge=0.0, le=1.0)
+    decode_short_side: int | None = Field(ge=48)  # frames decoded at most this high (or wide); None: native
 
 
 class FaceFeatureParams(_Section):

@@ -53,6 +53,14 @@ def load_audio(path: Path, sample_rate: int, ffmpeg_setting: str = BUNDLED) -> D
     return DecodedAudio(signal, count_decode_errors(err_out.decode("utf-8", "replace")))
 
 
+def _scaling(native_size: tuple[int, int] | None, width: int, height: int) -> dict[str, str]:
+    """Area averaging where frames are decoded smaller than ``native_size`` (MTCNN resamples its
+    pyramid the same way); at the native size, ffmpeg's default conversion, which features rely on."""
+    if native_size is None or native_size == (width, height):
+        return {}
+    return {"flags": "area"}
+
+
 @dataclass
 class DecodeLog:
     """Filled in by :func:`iter_video_frames` once its frames are read: the errors ffmpeg logged."""
@@ -75,8 +83,10 @@ def iter_video_frames(
     wanted: Iterable[int] | None = None,
     ffmpeg_setting: str = BUNDLED,
     log: DecodeLog | None = None,
+    native_size: tuple[int, int] | None = None,
 ) -> Iterator[VideoFrame]:
-    """Yield the video's frames at a constant ``fps`` (the native rate), optionally only ``wanted`` ones.
+    """Yield the video's frames at a constant ``fps`` (the native rate), optionally only ``wanted`` ones,
+    ``width`` x ``height`` pixels: the native size, or, with ``native_size`` larger, averaged down to it.
 
     Frames are read from ffmpeg's pipe one by one; unwanted frames are read and discarded, so memory
     stays at one frame whatever the video's length. Decoding stops after the last wanted frame.
@@ -89,7 +99,7 @@ def iter_video_frames(
     process = (
         ffmpeg.input(str(path))["v:0"]
         .filter("fps", fps=fps)
-        .filter("scale", width, height)
+        .filter("scale", width, height, **_scaling(native_size, width, height))
         .output("pipe:", format="rawvideo", pix_fmt="rgb24")
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
         .run_async(cmd=ffmpeg_exe(ffmpeg_setting), pipe_stdout=True, pipe_stderr=True)

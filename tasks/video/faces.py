@@ -21,13 +21,16 @@ full-resolution default MTCNN at IoU >= 0.9 (benchmarks/face_accuracy.py). Four 
   faces (the search region only sees faces near the speaker), or when the last full detection did:
   its count holds until the next full detection.
 
-Frames are streamed: only the needed frames since the last key frame are held.
+Frames are streamed: only the needed frames since the last key frame are held. They are decoded at their
+native size unless ``decode_short_side`` scales them down (off by default: on the talking-face videos it
+saved ~5 % of the tracker's time and lost the crop target, benchmarks/face_crops.py); tracks are always
+in native pixels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -165,6 +168,23 @@ def interpolate_track(before: FaceTrack, after: FaceTrack, frame_index: int) -> 
     )
 
 
+def decode_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """The size frames are decoded at: the native one, or scaled down (aspect kept) so the shorter side
+    is ``short_side``. The pixels MTCNN and the crops read beyond that are ones both average away."""
+    if short_side is None or min(width, height) <= short_side:
+        return width, height
+    factor = short_side / min(width, height)
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def scale_track(track: FaceTrack, sx: float, sy: float) -> FaceTrack:
+    """The track with its box and landmarks scaled by ``sx``, ``sy`` (decoded to native pixels)."""
+    if (sx, sy) == (1.0, 1.0):
+        return track
+    box = np.asarray(track.box) * (sx, sy, sx, sy)
+    return replace(track, box=_box(box), landmarks=(track.landmarks * (sx, sy)).astype(np.float32))
+
+
 def key_frames(needed: Iterable[int], detect_every: int) -> list[int]:
     """The frames MTCNN runs on: every ``detect_every``-th of each run of consecutive needed frames,
     and the run's last frame, so every other frame lies between two detections."""
@@ -297,8 +317,9 @@ def detect_clip_faces(
     """
     if not info.has_video or not info.video_fps or not info.duration_s:
         raise FaceError(f"{path.name}: no video stream with a known rate and duration; faces need one")
-    width, height, fps = info.video_width, info.video_height, info.video_fps
-    assert width is not None and height is not None  # has_video; probe reads both from one size
+    native_width, native_height, fps = info.video_width, info.video_height, info.video_fps
+    assert native_width is not None and native_height is not None  # has_video; probe reads both from one size
+    width, height = decode_size(native_width, native_height, params.decode_short_side)
     n_frames = max(1, round(info.duration_s * fps))
     segment_frames = [
         segment_frame_indices(s.t_begin, s.t_end, fps, n_frames, params.frames_per_segment) for s in segments
@@ -338,7 +359,9 @@ def detect_clip_faces(
         last_key = track
 
     log = demux.DecodeLog()
-    for frame in demux.iter_video_frames(path, fps, width, height, needed, ffmpeg_setting, log):
+    for frame in demux.iter_video_frames(
+        path, fps, width, height, needed, ffmpeg_setting, log, (native_width, native_height)
+    ):
         held[frame.index] = frame.rgb
         if frame.index in key_set:
             resolve(frame.index)
@@ -348,4 +371,6 @@ def detect_clip_faces(
         raise FaceError(f"{path.name}: no video frame could be decoded")
     last_frame = max(tracks)
     segment_frames = [[min(i, last_frame) for i in frames] for frames in segment_frames]
+    to_native = (native_width / width, native_height / height)
+    tracks = {i: scale_track(track, *to_native) for i, track in tracks.items()}
     return ClipFaces(tracks=tracks, crops=crops, segment_frames=segment_frames, decode_errors=log.errors)

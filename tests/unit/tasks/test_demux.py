@@ -62,6 +62,16 @@ def test_video_frames_are_streamed_once_each_at_native_rate(tmp_path: Path) -> N
     assert np.array_equal(wanted[0].rgb, frames[3].rgb)
 
 
+def test_frames_decoded_smaller_than_native_are_its_pixels_averaged(tmp_path: Path) -> None:
+    path = tmp_path / "counter.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=10:duration=1", "-pix_fmt", "yuv420p", str(path))
+    native = next(iter_video_frames(path, 10.0, 96, 64, wanted=[4])).rgb.astype(np.float32)
+    half = next(iter_video_frames(path, 10.0, 48, 32, wanted=[4], native_size=(96, 64))).rgb
+    assert half.shape == (32, 48, 3)
+    blocks = native.reshape(32, 2, 48, 2, 3).mean(axis=(1, 3))
+    assert np.abs(half - blocks).mean() < 3.0  # 2 x 2 means, up to chroma rounding
+
+
 def test_broken_audio_raises_demux_error(tmp_path: Path) -> None:
     path = tmp_path / "video_only.mp4"
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64:rate=10:duration=1", "-pix_fmt", "yuv420p", str(path))

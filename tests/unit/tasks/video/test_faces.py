@@ -24,6 +24,7 @@ from tasks.video.faces import (
     FaceTrack,
     choose_speaker,
     crop_face,
+    decode_size,
     detect_clip_faces,
     extend_box,
     interpolate_track,
@@ -150,6 +151,14 @@ def test_interpolation_is_linear_in_box_landmarks_and_probability() -> None:
     assert not middle.detected and not middle.no_face
 
 
+def test_frames_are_decoded_with_their_shorter_side_capped_and_aspect_kept() -> None:
+    assert decode_size(700, 700, 360) == (360, 360)
+    assert decode_size(1280, 720, 360) == (640, 360)
+    assert decode_size(720, 1280, 360) == (360, 640)
+    assert decode_size(480, 360, 360) == (480, 360)  # CREMA-D: already that small
+    assert decode_size(1920, 1080, None) == (1920, 1080)
+
+
 def test_key_frames_cover_every_run_from_its_first_to_its_last_frame() -> None:
     assert key_frames(range(12), 5) == [0, 5, 10, 11]
     assert key_frames([0, 1, 2, 3, 10, 11, 12], 5) == [0, 3, 10, 12]
@@ -187,7 +196,7 @@ def test_level_crop_equals_that_region_of_the_whole_resampled_level() -> None:
     size = (int(360 * 0.15 + 1), int(480 * 0.15 + 1))
     whole = imresample(torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), size)
     whole = (whole[0] - 127.5) * 0.0078125
-    ((_, pixels, cell_row, cell_col),) = level_crops(rgb, [0.15], (101.0, 77.0, 290.0, 250.0))
+    ((_, pixels, cell_row, cell_col),), _ = level_crops(rgb, [0.15], (101.0, 77.0, 290.0, 250.0))
     rows, cols = pixels.shape[1:]
     region = whole[:, 2 * cell_row : 2 * cell_row + rows, 2 * cell_col : 2 * cell_col + cols]
     torch.testing.assert_close(pixels, region, atol=1e-5, rtol=0)
@@ -310,6 +319,25 @@ def test_clip_interpolates_a_moving_face_and_redetects_after_a_cut(tmp_path: Pat
         assert iou(track.box, direct[track.frame_index].box) > 0.9
     for index, track in faces.tracks.items():
         assert track.no_face == direct[index].no_face, index  # the cut is found frame-exactly
+
+
+def test_a_clip_decoded_smaller_gives_boxes_in_native_pixels(tmp_path: Path, detector: FaceDetector) -> None:
+    frames = []
+    for index in range(16):
+        canvas = np.full((480, 640, 3), 128, dtype=np.uint8)
+        canvas[60:380, 100 + 2 * index : 420 + 2 * index] = astronaut_face(320)
+        frames.append(canvas)
+    path = tmp_path / "large.avi"
+    _write_video(path, frames, fps=25)
+    spans = [Span(0.0, 0.6)]
+    info = probe(path)
+    native = detect_clip_faces(path, info, spans, detector, PARAMS.model_copy(update={"decode_short_side": None}))
+    small = detect_clip_faces(path, info, spans, detector, PARAMS.model_copy(update={"decode_short_side": 240}))
+    assert set(small.tracks) == set(native.tracks)
+    for index, track in small.tracks.items():
+        assert not track.no_face and iou(track.box, native.tracks[index].box) > 0.8, index  # unscaled: ~0.25
+        assert np.abs(track.landmarks - native.tracks[index].landmarks).max() < 8.0  # native pixels
+        assert small.crops[index].shape == (PARAMS.crop_size, PARAMS.crop_size, 3)
 
 
 def test_a_face_jumping_far_away_is_refound_by_full_detection(tmp_path: Path, detector: FaceDetector) -> None:
