@@ -47,3 +47,24 @@ def test_pad_rerec_bbreg_and_resampling_are_facenets():
     assert torch.equal(mtcnn.bbreg(boxes.clone(), reg), detect_face.bbreg(boxes.clone(), reg))
     image = torch.rand((1, 3, 97, 131), generator=torch.Generator().manual_seed(4)) * 255
     assert torch.equal(mtcnn.imresample(image, (24, 24)), detect_face.imresample(image, (24, 24)))
+
+
+@pytest.mark.parametrize("side", [24, 48])
+def test_candidates_resampled_from_the_integral_image_are_detect_faces_own(side):
+    """RNet's and ONet's inputs: boxes inside the PNet stage's integral image are read from it, the others
+    (partly outside it, or outside the frame) resampled from the frame; both exactly as detect_face does."""
+    rng = np.random.default_rng(side)
+    frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    integral = mtcnn.RegionIntegral.of(frame, 40, 200, 60, 300)
+    corners = rng.uniform([-20, -20], [280, 200], (60, 2))
+    sides = rng.uniform(5, 120, (60, 1))
+    boxes = torch.tensor(np.hstack([corners, corners + sides, np.ones((60, 1))]), dtype=torch.float32)
+    y, ey, x, ex = mtcnn.pad(boxes, 320, 240)
+    inside = [integral.covers(y[k] - 1, ey[k], x[k] - 1, ex[k]) for k in range(60)]
+    assert 10 < sum(inside) < 50  # both paths are taken
+    ours = mtcnn._resampled_boxes([frame], boxes, torch.zeros(60, dtype=torch.long), side, [integral])
+    image = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    theirs = torch.cat(
+        [detect_face.imresample(image[:, :, y[k] - 1 : ey[k], x[k] - 1 : ex[k]], (side, side)) for k in range(60)]
+    )
+    assert torch.equal(ours, (theirs - 127.5) * 0.0078125)
