@@ -23,7 +23,7 @@ full-resolution default MTCNN at IoU >= 0.9 (benchmarks/face_accuracy.py). Four 
 
 Frames are streamed: only the needed frames since the last key frame are held. They are decoded at their
 native size unless ``decode_short_side`` scales them down (off by default: on the talking-face videos it
-saved ~5 % of the tracker's time and lost the crop target, benchmarks/face_crops.py); tracks are always
+saved ~7 % of the tracker's time and lost the crop target, benchmarks/face_crops.py); tracks are always
 in native pixels.
 """
 

@@ -181,7 +181,7 @@ def level_span(size: int, scaled: int, low: float, high: float) -> tuple[int, in
     return first, stop
 
 
-def area_bins(size: int, scaled: int, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+def area_bins(size: int | np.ndarray, scaled: int, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """Frame pixels [start, end) averaged into each level pixel in [first, stop): torch's "area"
     resampling (adaptive average pooling) bins, in its integer arithmetic."""
     level = np.arange(first, stop)
@@ -300,7 +300,6 @@ def _resampled_boxes(
     height, width = frames[0].shape[:2]
     y, ey, x, ex = pad(boxes, width, height)
     patches = np.empty((len(y), side, side, 3), dtype=np.float32)
-    bins = np.arange(side)
     owners = image_inds.cpu().numpy()
     for n, integral in enumerate(integrals):
         mine = np.flatnonzero(owners == n)
@@ -314,12 +313,9 @@ def _resampled_boxes(
             chosen = np.asarray(inside)
             rows, cols = (ey[chosen] - y[chosen] + 1)[:, None], (ex[chosen] - x[chosen] + 1)[:, None]
             top, left = (y[chosen] - 1)[:, None], (x[chosen] - 1)[:, None]
-            patches[chosen] = integral.means(
-                top + (bins * rows) // side,
-                top + ((bins + 1) * rows + side - 1) // side,
-                left + (bins * cols) // side,
-                left + ((bins + 1) * cols + side - 1) // side,
-            )
+            row_start, row_end = area_bins(rows, side, 0, side)  # per candidate (rows broadcast)
+            col_start, col_end = area_bins(cols, side, 0, side)
+            patches[chosen] = integral.means(top + row_start, top + row_end, left + col_start, left + col_end)
     pixels = torch.from_numpy((patches - 127.5) * 0.0078125).permute(0, 3, 1, 2)
     return pixels.to(boxes.device).contiguous(memory_format=torch.channels_last)
 
